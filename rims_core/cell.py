@@ -1,0 +1,346 @@
+"""RIMCell: one step of Recurrent Independent Mechanisms, a drop-in for nn.LSTMCell / nn.GRUCell.
+
+Shape legend: T time, B batch, K units (num_units), k active units (top_k), H unit size
+(hidden_size // K), D input size, G gate width (4H for LSTM, 3H for GRU), nh heads, dk key size,
+dv value size. Public states are (B, K * H), unit-major; inside the scan they are unit-first
+(K, B, H), so that every per-unit matmul is a single torch.bmm over the unit dimension.
+
+One step, as the paper writes it (Goyal et al., Sec. 2):
+  X = [null; x_t], K = X W^e, V = X W^v (shared, no bias: the null row has key 0 and value 0)
+  A_k = softmax(q_k K^T / sqrt(dk)) V, q_k = h_k W^q_k                  (input attention)
+  S_t = the k units that put the least attention on the null row         (selection)
+  h~_k = cell_k(A_k, h_k) for k in S_t; h~_k = h_k otherwise             (independent dynamics)
+  h_k <- h~_k + W^o_k MHA(q~_k; K~, V~ from all h~) for k in S_t         (communication)
+
+Because the null row has value 0, A_k = a_k * (x_t W^v) with a_k the attention on x_t; the input
+part of every unit's gates, a_k * (x_t W^v W^ih_k), is therefore computed for all T steps in one
+matmul before the scan, and each step only scales it. This is exact, not an approximation.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import CommConfig, InputAttentionConfig, RIMConfig
+
+__all__ = ["RIMCell", "StepTrace"]
+
+StepTrace = dict[str, Tensor]
+
+
+def build_config(hidden_size: int, **rim_kwargs: Any) -> RIMConfig:
+    """RIMConfig from the keyword arguments RIM and RIMCell accept (config objects or dicts)."""
+    ia = rim_kwargs.pop("input_attention", None)
+    comm = rim_kwargs.pop("comm", None)
+    return RIMConfig(
+        hidden_size=hidden_size,
+        input_attention=InputAttentionConfig() if ia is None else ia,
+        comm=CommConfig() if comm is None else comm,
+        **rim_kwargs,
+    )
+
+
+def _tanh(x: Tensor) -> Tensor:
+    """tanh(x) = 2 sigmoid(2x) - 1 on CPU, where torch's sigmoid is vectorised and tanh is ~5x slower;
+    the two agree to 2e-7 in float32. torch.tanh elsewhere."""
+    return torch.tanh(x) if x.device.type != "cpu" else 2 * torch.sigmoid(2 * x) - 1
+
+
+class RIMCell(nn.Module):
+    r"""A RIM step with the nn.LSTMCell (cell="lstm") or nn.GRUCell (cell="gru") contract.
+
+    Args:
+        input_size: features of the input x, D.
+        hidden_size: TOTAL hidden features over all units (num_units * unit size), as in nn.LSTMCell.
+        bias: add the per-unit gate biases b_ih and b_hh. Default: True.
+        num_units, top_k, cell, selection, input_attention, comm: see :class:`RIMConfig`.
+
+    Inputs: input, hx
+        - input: (N, D) or (D,)
+        - hx: for LSTM cells a tuple (h_0, c_0), for GRU cells h_0, each (N, hidden_size) or
+          (hidden_size,); zeros when omitted. Units are unit-major: h.view(N, num_units, -1).
+
+    Outputs: (h_1, c_1) for LSTM cells, h_1 for GRU cells, shaped like hx.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        num_units: int = 6,
+        top_k: int = 4,
+        cell: str = "lstm",
+        selection: str = "topk",
+        input_attention: InputAttentionConfig | dict | None = None,
+        comm: CommConfig | dict | None = None,
+    ) -> None:
+        super().__init__()
+        if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size <= 0:
+            raise ValueError(f"RIMCell: Expected input_size to be a positive int, got {input_size!r}")
+        self.config = build_config(
+            hidden_size, num_units=num_units, top_k=top_k, cell=cell, selection=selection,
+            input_attention=input_attention, comm=comm,
+        )
+        cfg = self.config
+        self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
+        fk = {"device": device, "dtype": dtype}
+        K, H, D = cfg.num_units, cfg.unit_size, input_size
+        G = (4 if cfg.cell == "lstm" else 3) * H
+        nh, dk, dv = cfg.input_attention.heads, cfg.input_attention.key_size, cfg.input_value_size
+        # Input attention: shared key/value projections of X (no bias, so the null row stays 0), and a
+        # query projection per unit.
+        self.inp_key = nn.Parameter(torch.empty(D, nh * dk, **fk))
+        self.inp_value = nn.Parameter(torch.empty(D, nh * dv, **fk))
+        self.inp_query = nn.Parameter(torch.empty(K, H, nh * dk, **fk))
+        # Per-unit recurrent cells, truly independent weights: (K, in, out), gate order as nn.LSTMCell
+        # (i, f, g, o) or nn.GRUCell (r, z, n).
+        self.weight_ih = nn.Parameter(torch.empty(K, nh * dv, G, **fk))
+        self.weight_hh = nn.Parameter(torch.empty(K, H, G, **fk))
+        if bias:
+            self.bias_ih = nn.Parameter(torch.empty(K, G, **fk))
+            self.bias_hh = nn.Parameter(torch.empty(K, G, **fk))
+        else:
+            self.register_parameter("bias_ih", None)
+            self.register_parameter("bias_hh", None)
+        c = cfg.comm
+        if c.enabled:
+            self.comm_qkv = nn.Parameter(torch.empty(K, H, c.heads * (2 * c.key_size + c.value_size), **fk))
+            self.comm_out = nn.Parameter(torch.empty(K, c.heads * c.value_size, H, **fk))
+        else:
+            self.register_parameter("comm_qkv", None)
+            self.register_parameter("comm_out", None)
+        self.input_dropout = nn.Dropout(cfg.input_attention.dropout)
+        self.comm_dropout = nn.Dropout(c.dropout)
+        self.reset_parameters()
+
+    # ------------------------------------------------------------------ parameters
+    def reset_parameters(self) -> None:
+        """Re-draw every weight: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as nn.LSTMCell and nn.Linear do."""
+        H = self.config.unit_size
+        with torch.no_grad():
+            for name, p in self.named_parameters(recurse=False):
+                if name in ("weight_hh", "bias_ih", "bias_hh"):
+                    bound = 1.0 / math.sqrt(H)  # nn.LSTMCell's rule, with the unit's hidden size
+                elif p.dim() == 3:
+                    bound = 1.0 / math.sqrt(p.shape[1])  # per-unit (K, in, out): fan_in = in
+                else:
+                    bound = 1.0 / math.sqrt(p.shape[0])  # shared (in, out)
+                p.uniform_(-bound, bound)
+
+    def extra_repr(self) -> str:
+        cfg = self.config
+        s = f"{self.input_size}, {self.hidden_size}, num_units={cfg.num_units}, top_k={cfg.top_k}"
+        s += f", cell={cfg.cell!r}, selection={cfg.selection!r}"
+        ia = cfg.input_attention
+        s += f", input_attention=(heads={ia.heads}, key_size={ia.key_size}, value_size={cfg.input_value_size}"
+        s += f", dropout={ia.dropout})"
+        c = cfg.comm
+        if c.enabled:
+            s += f", comm=(heads={c.heads}, key_size={c.key_size}, value_size={c.value_size}, dropout={c.dropout})"
+        else:
+            s += ", comm=off"
+        return s + ("" if self.bias else ", bias=False")
+
+    def _gate_scale(self, like: Tensor) -> Tensor:
+        """(G,) ones with 2 on the LSTM's g block, so one sigmoid gives i, f, o and (tanh(g) + 1) / 2."""
+        H = self.config.unit_size
+        scale = torch.ones(4 * H, dtype=like.dtype, device=like.device)
+        scale[2 * H:3 * H] = 2
+        return scale
+
+    # ------------------------------------------------------------------ the scan
+    def precompute(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Input-side work for all steps at once.
+
+        x: (T, B, D) -> keys (T, B, nh, dk) and u (K, T, B, nh, G), u[k, t] = x_t W^v W^ih_k per head.
+        u is laid out unit-first so that each step's slice u[:, t] needs no copy, forward or backward.
+        """
+        cfg = self.config
+        T, B, D = x.shape
+        K, nh, dk, dv = cfg.num_units, cfg.input_attention.heads, cfg.input_attention.key_size, cfg.input_value_size
+        G = self.weight_ih.shape[-1]
+        keys = (x @ self.inp_key).view(T, B, nh, dk)
+        w_ih = self.weight_ih.view(K, nh * dv, G) if nh == 1 else self.weight_ih.view(K, nh, dv, G)
+        if D <= nh * dv:  # fold W^v into each unit's W^ih: a (D, nh*G) map per unit
+            if nh == 1:
+                w = torch.matmul(self.inp_value, w_ih)  # (K, D, G)
+            else:
+                w = torch.einsum("dhv,khvg->kdhg", self.inp_value.view(D, nh, dv), w_ih).reshape(K, D, nh * G)
+            u = torch.matmul(x.reshape(1, T * B, D), w)  # (K, T*B, nh*G)
+        else:
+            v = x.reshape(T * B, D) @ self.inp_value  # (T*B, nh*dv)
+            if nh == 1:
+                u = torch.matmul(v.unsqueeze(0), w_ih)
+            else:
+                u = torch.einsum("nhv,khvg->knhg", v.view(T * B, nh, dv), w_ih)
+        return keys, u.reshape(K, T, B, nh, G)
+
+    def select(self, score: Tensor) -> Tensor:
+        """score: (K, B) attention on the real input (averaged over heads) -> active mask (K, B), bool.
+
+        topk keeps the k units that attend least to the null row, i.e. most to x_t; ties go to the
+        lower unit index (stable sort), so the rule is deterministic.
+        """
+        cfg = self.config
+        K, k = cfg.num_units, cfg.top_k
+        if k == K:
+            return torch.ones_like(score, dtype=torch.bool)
+        if cfg.selection == "random":
+            score = torch.rand(score.shape, device=score.device)
+        idx = torch.argsort(score, dim=0, descending=True, stable=True)[:k]  # (k, B)
+        return torch.zeros_like(score, dtype=torch.bool).scatter_(0, idx, True)
+
+    def step(
+        self, h: Tensor, c: Tensor | None, key: Tensor, u: Tensor, w_hq: Tensor, valid: Tensor | None,
+        gate_scale: Tensor | None = None, trace: bool = False,
+    ) -> tuple[Tensor, Tensor | None, StepTrace | None]:
+        """One step on unit-first states.
+
+        h, c: (K, B, H); key: (B, nh, dk); u: (K, B, nh, G); w_hq: (K, H, G + nh*dk) = [W^hh | W^q];
+        valid: (B,) bool or None (False freezes a sample: a padded step of a shorter sequence);
+        gate_scale: (G,) from _gate_scale for LSTM cells.
+        """
+        cfg = self.config
+        K, B, H = h.shape
+        nh, dk = cfg.input_attention.heads, cfg.input_attention.key_size
+        G = u.shape[-1]
+        hq = torch.bmm(h, w_hq)  # (K, B, G + nh*dk)
+        gh, q = hq.split([G, nh * dk], dim=-1)
+        s = (q.view(K, B, nh, dk) * key).sum(-1) * (dk ** -0.5)  # (K, B, nh) score of x_t; null's is 0
+        att = torch.sigmoid(s)  # = softmax([0, s])[1]: attention on x_t, per head
+        active = self.select(att.mean(-1))  # (K, B)
+        if valid is not None:
+            active = active & valid
+        att_d = self.input_dropout(att)
+        gi = (att_d.unsqueeze(-1) * u).sum(-2) if nh > 1 else att_d * u.squeeze(-2)  # (K, B, G)
+        if self.bias_ih is not None:
+            gi = gi + self.bias_ih.unsqueeze(1)
+            gh = gh + self.bias_hh.unsqueeze(1)
+        m = active.unsqueeze(-1)  # (K, B, 1)
+        if cfg.cell == "lstm":
+            # One sigmoid over all four gates: the g block is pre-scaled by 2 so that tanh(g) = 2 s_g - 1
+            sg = torch.sigmoid((gi + gh) * gate_scale)
+            i, f, g, o = sg.chunk(4, dim=-1)
+            c_new = f * c + i * (2 * g - 1)
+            h_new = o * _tanh(c_new)
+            c = torch.where(m, c_new.to(c.dtype), c)
+        else:
+            ir, iz, in_ = gi.chunk(3, dim=-1)
+            hr, hz, hn = gh.chunk(3, dim=-1)
+            r, z = torch.sigmoid(ir + hr), torch.sigmoid(iz + hz)
+            n = _tanh(in_ + r * hn)
+            h_new = n + z * (h - n)  # = (1 - z) n + z h
+        h = torch.where(m, h_new.to(h.dtype), h)  # inactive units keep h bit for bit
+        comm_att = None
+        if self.comm_qkv is not None:
+            h, comm_att = self._communicate(h, m)
+        out: StepTrace | None = None
+        if trace:
+            out = {"active": active, "input_attention": att.detach()}
+            if comm_att is not None:
+                out["comm_attention"] = comm_att.detach()
+        return h, c, out
+
+    def _communicate(self, h: Tensor, m: Tensor) -> tuple[Tensor, Tensor]:
+        """Active units read all units' h~ (multi-head attention) and add it: h (K, B, H), m (K, B, 1)."""
+        c = self.config.comm
+        K, B, H = h.shape
+        nh, dk, dv = c.heads, c.key_size, c.value_size
+        qkv = torch.bmm(h, self.comm_qkv).view(K, B, nh, 2 * dk + dv).permute(1, 2, 0, 3)  # (B, nh, K, .)
+        q, k, v = qkv.split([dk, dk, dv], dim=-1)
+        att = torch.softmax((q @ k.transpose(-1, -2)) * (dk ** -0.5), dim=-1)  # (B, nh, K, K)
+        read = self.comm_dropout(att) @ v  # (B, nh, K, dv)
+        read = read.permute(2, 0, 1, 3).reshape(K, B, nh * dv)
+        upd = torch.bmm(read, self.comm_out)  # (K, B, H)
+        return torch.where(m, h + upd.to(h.dtype), h), att
+
+    def scan(
+        self, x: Tensor, h: Tensor, c: Tensor | None, valid: Tensor | None = None, trace: bool = False,
+    ) -> tuple[Tensor, Tensor, Tensor | None, dict[str, Tensor] | None]:
+        """Run T steps.
+
+        x: (T, B, D); h, c: (B, K*H) (c None for GRU); valid: (T, B) bool or None.
+        Returns output (T, B, K*H) (zeros at invalid steps), h_T, c_T (B, K*H), and a trace dict
+        {"active": (T, B, K) bool, "input_attention": (T, B, K, nh), "comm_attention": (T, B, nh, K, K)}
+        when trace is True.
+        """
+        cfg = self.config
+        T, B, _ = x.shape
+        K, H = cfg.num_units, cfg.unit_size
+        keys, u = self.precompute(x)
+        w_hq = torch.cat([self.weight_hh, self.inp_query], dim=-1)  # one bmm per step reads h once
+        scale = self._gate_scale(x) if cfg.cell == "lstm" else None
+        h = h.view(B, K, H).transpose(0, 1).contiguous()  # (K, B, H)
+        c = c.view(B, K, H).transpose(0, 1).contiguous() if c is not None else None
+        outs, traces = [], []
+        # unbind, not keys[t]: indexing would make backward allocate and add a full-size zero gradient
+        # for every step (quadratic in T); unbind's backward stacks the step gradients once.
+        keys_t, u_t = keys.unbind(0), u.unbind(1)
+        for t in range(T):
+            vt = None if valid is None else valid[t]
+            h, c, tr = self.step(h, c, keys_t[t], u_t[t], w_hq, vt, scale, trace)
+            outs.append(h if vt is None else h * vt.unsqueeze(-1).to(h.dtype))
+            if tr is not None:
+                traces.append(tr)
+        out = torch.stack(outs).permute(0, 2, 1, 3).reshape(T, B, K * H)
+        h_T = h.transpose(0, 1).reshape(B, K * H)
+        c_T = c.transpose(0, 1).reshape(B, K * H) if c is not None else None
+        tr_out = None
+        if trace:
+            tr_out = {
+                "active": torch.stack([t["active"] for t in traces]).transpose(1, 2),  # (T, B, K)
+                "input_attention": torch.stack([t["input_attention"] for t in traces]).transpose(1, 2),
+            }
+            if "comm_attention" in traces[0]:
+                tr_out["comm_attention"] = torch.stack([t["comm_attention"] for t in traces])
+        return out, h_T, c_T, tr_out
+
+    # ------------------------------------------------------------------ nn.LSTMCell contract
+    def forward(self, input: Tensor, hx: Tensor | tuple[Tensor, Tensor] | None = None):
+        name = type(self).__name__
+        if input.dim() not in (1, 2):
+            raise ValueError(f"{name}: Expected input to be 1D or 2D, got {input.dim()}D instead")
+        if input.shape[-1] != self.input_size:
+            raise ValueError(
+                f"{name}: input.size(-1) must be equal to input_size. Expected {self.input_size}, "
+                f"got {input.shape[-1]}"
+            )
+        batched = input.dim() == 2
+        x = input if batched else input.unsqueeze(0)
+        B = x.shape[0]
+        is_lstm = self.config.cell == "lstm"
+        if hx is None:
+            z = torch.zeros(B, self.hidden_size, dtype=x.dtype, device=x.device)
+            h, c = z, (z if is_lstm else None)
+        else:
+            if is_lstm:
+                if not isinstance(hx, tuple | list) or len(hx) != 2:
+                    raise ValueError(f"{name}: Expected hx to be a tuple (h_0, c_0) for cell='lstm', got {type(hx)}")
+                h, c = hx
+            else:
+                if not isinstance(hx, Tensor):
+                    raise ValueError(f"{name}: Expected hx to be a Tensor for cell='gru', got {type(hx)}")
+                h, c = hx, None
+            for nm, st in (("h_0", h), ("c_0", c)):
+                if st is None:
+                    continue
+                want = (B, self.hidden_size) if batched else (self.hidden_size,)
+                if tuple(st.shape) != want:
+                    raise ValueError(f"{name}: Expected {nm} of shape {want}, got {tuple(st.shape)}")
+            if not batched:
+                h = h.unsqueeze(0)
+                c = c.unsqueeze(0) if c is not None else None
+        _, h1, c1, _ = self.scan(x.unsqueeze(0), h, c)
+        if not batched:
+            h1 = h1.squeeze(0)
+            c1 = c1.squeeze(0) if c1 is not None else None
+        return (h1, c1) if is_lstm else h1
