@@ -23,7 +23,6 @@ import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import CommConfig, InputAttentionConfig, RIMConfig
@@ -170,7 +169,7 @@ class RIMCell(nn.Module):
         G = self.weight_ih.shape[-1]
         keys = (x @ self.inp_key).view(T, B, nh, dk)
         w_ih = self.weight_ih.view(K, nh * dv, G) if nh == 1 else self.weight_ih.view(K, nh, dv, G)
-        if D <= nh * dv:  # fold W^v into each unit's W^ih: a (D, nh*G) map per unit
+        if nh * dv >= D:  # fold W^v into each unit's W^ih: a (D, nh*G) map per unit
             if nh == 1:
                 w = torch.matmul(self.inp_value, w_ih)  # (K, D, G)
             else:
@@ -210,7 +209,7 @@ class RIMCell(nn.Module):
         gate_scale: (G,) from _gate_scale for LSTM cells.
         """
         cfg = self.config
-        K, B, H = h.shape
+        K, B, _H = h.shape
         nh, dk = cfg.input_attention.heads, cfg.input_attention.key_size
         G = u.shape[-1]
         hq = torch.bmm(h, w_hq)  # (K, B, G + nh*dk)
@@ -253,7 +252,7 @@ class RIMCell(nn.Module):
     def _communicate(self, h: Tensor, m: Tensor) -> tuple[Tensor, Tensor]:
         """Active units read all units' h~ (multi-head attention) and add it: h (K, B, H), m (K, B, 1)."""
         c = self.config.comm
-        K, B, H = h.shape
+        K, B, _H = h.shape
         nh, dk, dv = c.heads, c.key_size, c.value_size
         qkv = torch.bmm(h, self.comm_qkv).view(K, B, nh, 2 * dk + dv).permute(1, 2, 0, 3)  # (B, nh, K, .)
         q, k, v = qkv.split([dk, dk, dv], dim=-1)

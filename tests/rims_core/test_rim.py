@@ -58,9 +58,9 @@ def test_shapes_match_nn_lstm_in_every_layout():
 def test_batch_first_is_a_transpose():
     rim = tiny()
     x = torch.randn(6, 3, 4, dtype=torch.float64)
-    out, (h, c) = rim(x)
+    out, (h, _c) = rim(x)
     rim.batch_first = True
-    out_bf, (h_bf, c_bf) = rim(x.transpose(0, 1))
+    out_bf, (h_bf, _c_bf) = rim(x.transpose(0, 1))
     torch.testing.assert_close(out_bf, out.transpose(0, 1))
     torch.testing.assert_close(h_bf, h)  # states stay (S, N, H) whatever batch_first says, as nn.LSTM
 
@@ -69,8 +69,8 @@ def test_unbatched_matches_batch_of_one():
     rim = RIM(4, 12, 2, bidirectional=True, num_units=3, top_k=2, dtype=torch.float64)
     rim.eval()
     x = torch.randn(6, 4, dtype=torch.float64)
-    out, (h, c) = rim(x)
-    out_b, (h_b, c_b) = rim(x.unsqueeze(1))
+    out, (h, _c) = rim(x)
+    out_b, (h_b, _c_b) = rim(x.unsqueeze(1))
     torch.testing.assert_close(out, out_b[:, 0])
     torch.testing.assert_close(h, h_b[:, 0])
     assert h.shape == (4, 12)
@@ -142,7 +142,7 @@ def test_gru_cell_returns_a_single_state_like_nn_gru():
 def test_state_layout_is_unit_major():
     rim = tiny(top_k=1)
     x = torch.randn(1, 8, 4, dtype=torch.float64)
-    out, (h, c), tr = rim(x, return_trace=True)
+    _out, (h, _c), tr = rim(x, return_trace=True)
     per_unit = h[0].view(8, 3, 4)
     changed = (per_unit != 0).any(-1)  # from a zero state only the active unit moves
     assert torch.equal(changed, tr.active[0, 0])
@@ -179,7 +179,8 @@ def test_trace_returned_and_hooked():
          RuntimeError, "Expected hidden\\[0\\] size \\(1, 2, 12\\), got \\[2, 2, 12\\]"),
         (lambda: RIM(4, 12, num_units=3, top_k=2), lambda m: m(torch.randn(5, 2, 4), torch.zeros(1, 2, 12)), ValueError,
          "Expected hx to be a tuple \\(h_0, c_0\\) for cell='lstm'"),
-        (lambda: RIM(4, 12, num_units=3, top_k=2, cell="gru"), lambda m: m(torch.randn(5, 2, 4), (torch.zeros(1, 2, 12),)),
+        (lambda: RIM(4, 12, num_units=3, top_k=2, cell="gru"),
+         lambda m: m(torch.randn(5, 2, 4), (torch.zeros(1, 2, 12),)),
          ValueError, "Expected hx to be a Tensor h_0 for cell='gru'"),
     ],
 )
@@ -226,7 +227,7 @@ def test_per_unit_weights_are_separate_tensors_not_masked_blocks():
 def test_dtype_and_device_arguments():
     rim = RIM(4, 12, num_units=3, top_k=2, dtype=torch.float64, device="cpu")
     assert all(p.dtype == torch.float64 for p in rim.parameters())
-    out, (h, c) = rim(torch.randn(3, 2, 4, dtype=torch.float64))
+    out, (h, _c) = rim(torch.randn(3, 2, 4, dtype=torch.float64))
     assert out.dtype == h.dtype == torch.float64
 
 
@@ -236,7 +237,7 @@ def test_bf16_autocast_on_cpu_runs_forward_and_backward_close_to_fp32():
     x = torch.randn(10, 4, 8)
     ref, _ = rim(x)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out, (h, c) = rim(x)
+        out, (h, _c) = rim(x)
     assert h.dtype == torch.float32  # states keep their dtype under autocast
     out.float().sum().backward()
     assert all(torch.isfinite(p.grad).all() for p in rim.parameters())
@@ -250,7 +251,7 @@ def test_torch_compile_matches_eager():
     x = torch.randn(4, 3, 4)
     eager, _ = rim(x)
     compiled = torch.compile(rim)
-    out, (h, c) = compiled(x)
+    out, (_h, _c) = compiled(x)
     torch.testing.assert_close(out, eager, atol=1e-5, rtol=1e-4)
     out.sum().backward()
     assert rim.cells[0].weight_hh.grad is not None
@@ -264,7 +265,7 @@ def test_cuda_bf16_matches_cpu():
     x = torch.randn(10, 4, 8)
     ref, _ = rim(x)
     gpu = rim.cuda()
-    out, (h, c) = gpu(x.cuda())
+    out, (_h, _c) = gpu(x.cuda())
     torch.testing.assert_close(out.cpu(), ref, atol=1e-4, rtol=1e-3)
     with torch.autocast("cuda", dtype=torch.bfloat16):
         out16, _ = gpu(x.cuda())

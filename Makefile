@@ -1,0 +1,32 @@
+# rims-lab: `make test` and `make demo` set up .venv on first use (a CPU torch; see README for CUDA).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: test demo lint bench gpu-test clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -m "not gpu"
+
+demo: $(STAMP)
+	$(VENV)/bin/rims demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+bench: $(STAMP)
+	$(PY) bench/rim_speed.py
+
+gpu-test: $(STAMP)
+	$(PY) -m pytest -m gpu
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
