@@ -20,7 +20,7 @@ matmul before the scan, and each step only scales it. This is exact, not an appr
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -30,6 +30,16 @@ from .config import CommConfig, InputAttentionConfig, RIMConfig
 __all__ = ["RIMCell", "StepTrace"]
 
 StepTrace = dict[str, Tensor]
+
+
+class Prepared(NamedTuple):
+    """Per-scan weights (see RIMCell.prepare)."""
+
+    w_hq: Tensor  # (K, H, G + nh*dk): [W^hh | W^q / sqrt(dk)]
+    b_hq: Tensor | None  # (K, 1, G + nh*dk)
+    b_ih: Tensor | None  # (K, 1, G), GRU only
+    gate_scale: Tensor  # (G,)
+    comm_qkv: Tensor | None  # (K, H, heads * (2 dk + dv)), q columns / sqrt(dk)
 
 
 def build_config(hidden_size: int, **rim_kwargs: Any) -> RIMConfig:
@@ -119,7 +129,13 @@ class RIMCell(nn.Module):
             self.register_parameter("comm_out", None)
         self.input_dropout = nn.Dropout(cfg.input_attention.dropout)
         self.comm_dropout = nn.Dropout(c.dropout)
+        self._compiled_step = None
         self.reset_parameters()
+
+    def compile_step(self, **compile_kwargs: Any) -> None:
+        """Run each step through torch.compile (fuses the pointwise work; the time loop stays in Python,
+        so compilation does not grow with sequence length). kwargs go to torch.compile."""
+        self._compiled_step = torch.compile(self.step, **compile_kwargs)
 
     # ------------------------------------------------------------------ parameters
     def reset_parameters(self) -> None:
@@ -149,18 +165,12 @@ class RIMCell(nn.Module):
             s += ", comm=off"
         return s + ("" if self.bias else ", bias=False")
 
-    def _gate_scale(self, like: Tensor) -> Tensor:
-        """(G,) ones with 2 on the LSTM's g block, so one sigmoid gives i, f, o and (tanh(g) + 1) / 2."""
-        H = self.config.unit_size
-        scale = torch.ones(4 * H, dtype=like.dtype, device=like.device)
-        scale[2 * H:3 * H] = 2
-        return scale
-
     # ------------------------------------------------------------------ the scan
-    def precompute(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def precompute(self, x: Tensor, gate_scale: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Input-side work for all steps at once.
 
-        x: (T, B, D) -> keys (T, B, nh, dk) and u (K, T, B, nh, G), u[k, t] = x_t W^v W^ih_k per head.
+        x: (T, B, D) -> keys (T, B, nh, dk) and u (K, T, B, nh, G), u[k, t] = x_t W^v W^ih_k per head
+        (gate columns multiplied by gate_scale when given).
         u is laid out unit-first so that each step's slice u[:, t] needs no copy, forward or backward.
         """
         cfg = self.config
@@ -168,7 +178,8 @@ class RIMCell(nn.Module):
         K, nh, dk, dv = cfg.num_units, cfg.input_attention.heads, cfg.input_attention.key_size, cfg.input_value_size
         G = self.weight_ih.shape[-1]
         keys = (x @ self.inp_key).view(T, B, nh, dk)
-        w_ih = self.weight_ih.view(K, nh * dv, G) if nh == 1 else self.weight_ih.view(K, nh, dv, G)
+        w_ih = self.weight_ih if gate_scale is None else self.weight_ih * gate_scale
+        w_ih = w_ih.view(K, nh * dv, G) if nh == 1 else w_ih.view(K, nh, dv, G)
         if nh * dv >= D:  # fold W^v into each unit's W^ih: a (D, nh*G) map per unit
             if nh == 1:
                 w = torch.matmul(self.inp_value, w_ih)  # (K, D, G)
@@ -198,41 +209,71 @@ class RIMCell(nn.Module):
         idx = torch.argsort(score, dim=0, descending=True, stable=True)[:k]  # (k, B)
         return torch.zeros_like(score, dtype=torch.bool).scatter_(0, idx, True)
 
+    def prepare(self) -> Prepared:
+        """Weights as the step uses them, built once per scan rather than once per step.
+
+        Constant factors are folded into the weights (exact up to rounding): the attention scales
+        1/sqrt(dk) into the query projections, and for LSTM cells a factor 2 into the g-gate block, so
+        that a single sigmoid gives i, f, o and (tanh(g) + 1) / 2. For LSTM cells b_ih + b_hh are added
+        with the recurrent matmul (baddbmm); GRU cells keep b_ih apart, since r multiplies only W_hn h + b_hn.
+        """
+        cfg = self.config
+        K, H = cfg.num_units, cfg.unit_size
+        nh, dk = cfg.input_attention.heads, cfg.input_attention.key_size
+        lstm = cfg.cell == "lstm"
+        G = self.weight_hh.shape[-1]
+        gate_scale = torch.ones(G, dtype=self.weight_hh.dtype, device=self.weight_hh.device)
+        if lstm:
+            gate_scale[2 * H:3 * H] = 2
+        w_hq = torch.cat([self.weight_hh * gate_scale, self.inp_query * dk ** -0.5], dim=-1)
+        b_hq = b_ih = None
+        if self.bias_ih is not None:
+            b_h = (self.bias_ih + self.bias_hh) * gate_scale if lstm else self.bias_hh
+            b_hq = torch.cat([b_h, b_h.new_zeros(K, nh * dk)], dim=-1).unsqueeze(1)  # (K, 1, G + nh*dk)
+            b_ih = None if lstm else self.bias_ih.unsqueeze(1)  # (K, 1, G)
+        comm_qkv = None
+        if self.comm_qkv is not None:
+            c = cfg.comm
+            qscale = torch.ones(2 * c.key_size + c.value_size, dtype=w_hq.dtype, device=w_hq.device)
+            qscale[:c.key_size] = c.key_size ** -0.5
+            comm_qkv = (self.comm_qkv.view(K, H, c.heads, -1) * qscale).view(K, H, -1)
+        return Prepared(w_hq, b_hq, b_ih, gate_scale, comm_qkv)
+
     def step(
-        self, h: Tensor, c: Tensor | None, key: Tensor, u: Tensor, w_hq: Tensor, valid: Tensor | None,
-        gate_scale: Tensor | None = None, trace: bool = False,
+        self, h: Tensor, c: Tensor | None, key: Tensor, u: Tensor, w: Prepared, valid: Tensor | None,
+        trace: bool = False,
     ) -> tuple[Tensor, Tensor | None, StepTrace | None]:
         """One step on unit-first states.
 
-        h, c: (K, B, H); key: (B, nh, dk); u: (K, B, nh, G); w_hq: (K, H, G + nh*dk) = [W^hh | W^q];
-        valid: (B,) bool or None (False freezes a sample: a padded step of a shorter sequence);
-        gate_scale: (G,) from _gate_scale for LSTM cells.
+        h, c: (K, B, H); key: (B, nh, dk); u: (K, B, nh, G) from precompute; w: from prepare();
+        valid: (B,) bool or None (False freezes a sample: a padded step of a shorter sequence).
         """
         cfg = self.config
         K, B, _H = h.shape
         nh, dk = cfg.input_attention.heads, cfg.input_attention.key_size
         G = u.shape[-1]
-        hq = torch.bmm(h, w_hq)  # (K, B, G + nh*dk)
+        hq = torch.bmm(h, w.w_hq) if w.b_hq is None else torch.baddbmm(w.b_hq, h, w.w_hq)  # (K, B, G + nh*dk)
         gh, q = hq.split([G, nh * dk], dim=-1)
-        s = (q.view(K, B, nh, dk) * key).sum(-1) * (dk ** -0.5)  # (K, B, nh) score of x_t; null's is 0
+        s = (q.view(K, B, nh, dk) * key).sum(-1)  # (K, B, nh) scaled score of x_t; the null's is 0
         att = torch.sigmoid(s)  # = softmax([0, s])[1]: attention on x_t, per head
-        active = self.select(att.mean(-1))  # (K, B)
+        active = self.select(att.squeeze(-1) if nh == 1 else att.mean(-1))  # (K, B)
         if valid is not None:
             active = active & valid
         att_d = self.input_dropout(att)
-        gi = (att_d.unsqueeze(-1) * u).sum(-2) if nh > 1 else att_d * u.squeeze(-2)  # (K, B, G)
-        if self.bias_ih is not None:
-            gi = gi + self.bias_ih.unsqueeze(1)
-            gh = gh + self.bias_hh.unsqueeze(1)
         m = active.unsqueeze(-1)  # (K, B, 1)
         if cfg.cell == "lstm":
-            # One sigmoid over all four gates: the g block is pre-scaled by 2 so that tanh(g) = 2 s_g - 1
-            sg = torch.sigmoid((gi + gh) * gate_scale)
-            i, f, g, o = sg.chunk(4, dim=-1)
+            if nh == 1:
+                gates = torch.addcmul(gh, att_d, u.squeeze(-2))  # (K, B, G)
+            else:
+                gates = gh + (att_d.unsqueeze(-1) * u).sum(-2)
+            i, f, g, o = torch.sigmoid(gates).chunk(4, dim=-1)  # g holds (tanh(g) + 1) / 2
             c_new = f * c + i * (2 * g - 1)
             h_new = o * _tanh(c_new)
             c = torch.where(m, c_new.to(c.dtype), c)
         else:
+            gi = (att_d.unsqueeze(-1) * u).sum(-2) if nh > 1 else att_d * u.squeeze(-2)  # (K, B, G)
+            if w.b_ih is not None:
+                gi = gi + w.b_ih
             ir, iz, in_ = gi.chunk(3, dim=-1)
             hr, hz, hn = gh.chunk(3, dim=-1)
             r, z = torch.sigmoid(ir + hr), torch.sigmoid(iz + hz)
@@ -240,8 +281,8 @@ class RIMCell(nn.Module):
             h_new = n + z * (h - n)  # = (1 - z) n + z h
         h = torch.where(m, h_new.to(h.dtype), h)  # inactive units keep h bit for bit
         comm_att = None
-        if self.comm_qkv is not None:
-            h, comm_att = self._communicate(h, m)
+        if w.comm_qkv is not None:
+            h, comm_att = self._communicate(h, m, w.comm_qkv)
         out: StepTrace | None = None
         if trace:
             out = {"active": active, "input_attention": att.detach()}
@@ -249,14 +290,14 @@ class RIMCell(nn.Module):
                 out["comm_attention"] = comm_att.detach()
         return h, c, out
 
-    def _communicate(self, h: Tensor, m: Tensor) -> tuple[Tensor, Tensor]:
+    def _communicate(self, h: Tensor, m: Tensor, comm_qkv: Tensor) -> tuple[Tensor, Tensor]:
         """Active units read all units' h~ (multi-head attention) and add it: h (K, B, H), m (K, B, 1)."""
         c = self.config.comm
         K, B, _H = h.shape
         nh, dk, dv = c.heads, c.key_size, c.value_size
-        qkv = torch.bmm(h, self.comm_qkv).view(K, B, nh, 2 * dk + dv).permute(1, 2, 0, 3)  # (B, nh, K, .)
+        qkv = torch.bmm(h, comm_qkv).view(K, B, nh, 2 * dk + dv).permute(1, 2, 0, 3)  # (B, nh, K, .)
         q, k, v = qkv.split([dk, dk, dv], dim=-1)
-        att = torch.softmax((q @ k.transpose(-1, -2)) * (dk ** -0.5), dim=-1)  # (B, nh, K, K)
+        att = torch.softmax(q @ k.transpose(-1, -2), dim=-1)  # (B, nh, K, K); q carries 1/sqrt(dk)
         read = self.comm_dropout(att) @ v  # (B, nh, K, dv)
         read = read.permute(2, 0, 1, 3).reshape(K, B, nh * dv)
         upd = torch.bmm(read, self.comm_out)  # (K, B, H)
@@ -275,18 +316,18 @@ class RIMCell(nn.Module):
         cfg = self.config
         T, B, _ = x.shape
         K, H = cfg.num_units, cfg.unit_size
-        keys, u = self.precompute(x)
-        w_hq = torch.cat([self.weight_hh, self.inp_query], dim=-1)  # one bmm per step reads h once
-        scale = self._gate_scale(x) if cfg.cell == "lstm" else None
+        w = self.prepare()
+        keys, u = self.precompute(x, w.gate_scale)
         h = h.view(B, K, H).transpose(0, 1).contiguous()  # (K, B, H)
         c = c.view(B, K, H).transpose(0, 1).contiguous() if c is not None else None
+        step = self._compiled_step or self.step
         outs, traces = [], []
         # unbind, not keys[t]: indexing would make backward allocate and add a full-size zero gradient
         # for every step (quadratic in T); unbind's backward stacks the step gradients once.
         keys_t, u_t = keys.unbind(0), u.unbind(1)
         for t in range(T):
             vt = None if valid is None else valid[t]
-            h, c, tr = self.step(h, c, keys_t[t], u_t[t], w_hq, vt, scale, trace)
+            h, c, tr = step(h, c, keys_t[t], u_t[t], w, vt, trace)
             outs.append(h if vt is None else h * vt.unsqueeze(-1).to(h.dtype))
             if tr is not None:
                 traces.append(tr)

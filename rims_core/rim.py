@@ -138,6 +138,11 @@ class RIM(nn.Module):
                 head += f", {name}={getattr(self, name)}"
         return f"{head}, {s}"
 
+    def compile_step(self, **compile_kwargs: Any) -> None:
+        """torch.compile every cell's step (see RIMCell.compile_step); the module stays an nn.Module."""
+        for c in self.cells:
+            c.compile_step(**compile_kwargs)
+
     def register_trace_hook(self, hook: Callable[[RIM, RIMTrace], None]) -> RemovableHandle:
         """Call ``hook(module, trace)`` after every forward; the trace is recorded only while a hook exists."""
         handle = RemovableHandle(self._trace_hooks)

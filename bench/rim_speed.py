@@ -1,0 +1,129 @@
+"""Speed and activation memory of rims_core.RIM against nn.LSTM, measured in one process.
+
+The paper's configuration: B=64, T=100, input 10, hidden 600, k_T=6, k_A=4, LSTM cells, input value
+size 400, communication on (4 heads, key/value 32), dropout 0.1, training mode. Models alternate within
+every repeat and the median of each is reported as a ratio to nn.LSTM of the same input size.
+
+    python bench/rim_speed.py                      # CPU, float32
+    python bench/rim_speed.py --device cuda --bf16 # GPU: bf16 autocast, against cuDNN nn.LSTM
+    python bench/rim_speed.py --compile            # also the torch.compile'd step
+
+Ratios < 1 mean faster (or smaller) than nn.LSTM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import platform
+import statistics
+import time
+
+import torch
+from torch import nn
+
+from rims_core import RIM
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_fn(fn, device: str) -> float:
+    sync(device)
+    t = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - t
+
+
+def saved_bytes(model: nn.Module, x: torch.Tensor, autocast) -> int:
+    """Bytes of the distinct tensors autograd saves for backward during one forward."""
+    seen: dict[tuple[int, int], int] = {}
+
+    def pack(t: torch.Tensor):
+        if t.device.type != "meta":
+            key = (t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
+            seen[key] = t.untyped_storage().nbytes()
+        return t
+
+    with autocast(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out, _ = model(x)
+    del out
+    return sum(seen.values())
+
+
+def measure(models: dict[str, nn.Module], x: torch.Tensor, device: str, repeats: int, autocast) -> dict:
+    fwd = {k: [] for k in models}
+    fb = {k: [] for k in models}
+
+    def forward(m):
+        with torch.no_grad(), autocast():
+            m(x)
+
+    def forward_backward(m):
+        for p in m.parameters():
+            p.grad = None
+        with autocast():
+            out, _ = m(x)
+        out.float().sum().backward()
+
+    for m in models.values():  # warm-up (and compilation)
+        forward(m)
+        forward_backward(m)
+    for _ in range(repeats):
+        for k, m in models.items():  # alternate the models within each repeat
+            fwd[k].append(time_fn(lambda m=m: forward(m), device))
+            fb[k].append(time_fn(lambda m=m: forward_backward(m), device))
+    mem = {k: saved_bytes(m, x, autocast) for k, m in models.items()}
+    return {k: (statistics.median(fwd[k]), statistics.median(fb[k]), mem[k]) for k in models}
+
+
+def report(title: str, res: dict, base: str) -> None:
+    b_fwd, b_fb, b_mem = res[base]
+    print(f"\n{title}")
+    print(f"{'model':<22}{'fwd ms':>9}{'ratio':>8}{'fwd+bwd ms':>12}{'ratio':>8}{'saved MB':>10}{'ratio':>8}")
+    for k, (f, fb, mem) in res.items():
+        print(f"{k:<22}{f * 1e3:>9.1f}{f / b_fwd:>8.2f}{fb * 1e3:>12.1f}{fb / b_fb:>8.2f}"
+              f"{mem / 2**20:>10.1f}{mem / b_mem:>8.2f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--bf16", action="store_true", help="bf16 autocast for both models")
+    ap.add_argument("--compile", action="store_true", help="also time RIM with its step under torch.compile")
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument("--input-sizes", default="10,600")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    dev = args.device
+
+    def autocast():
+        if args.bf16:
+            return torch.autocast(dev, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, device {dev}"
+          + (f" ({torch.cuda.get_device_name()})" if dev == "cuda" else f", {torch.get_num_threads()} threads")
+          + (", bf16 autocast" if args.bf16 else ", float32")
+          + f"; B={args.batch}, T={args.steps}, hidden 600, k_T=6, k_A=4, repeats {args.repeats}")
+    for d_in in (int(s) for s in args.input_sizes.split(",")):
+        torch.manual_seed(0)
+        models = {"nn.LSTM": nn.LSTM(d_in, 600).to(dev), "RIM": RIM(d_in, 600, num_units=6, top_k=4).to(dev)}
+        if args.compile:
+            rc = RIM(d_in, 600, num_units=6, top_k=4).to(dev)
+            rc.compile_step()
+            models["RIM (compiled step)"] = rc
+        for m in models.values():
+            m.train()
+        x = torch.randn(args.steps, args.batch, d_in, device=dev)
+        report(f"input {d_in}", measure(models, x, dev, args.repeats, autocast), "nn.LSTM")
+
+
+if __name__ == "__main__":
+    main()
