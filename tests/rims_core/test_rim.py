@@ -271,3 +271,17 @@ def test_cuda_bf16_matches_cpu():
         out16, _ = gpu(x.cuda())
     out16.float().sum().backward()
     assert (out16.float().cpu() - ref).abs().max() < 0.1
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA; run on a GPU machine: pytest -m gpu")
+def test_cuda_compiled_step_matches_eager():
+    torch.manual_seed(0)
+    rim = RIM(8, 24, num_units=3, top_k=2, input_attention={"dropout": 0.0}, comm={"dropout": 0.0}).cuda()
+    x = torch.randn(6, 4, 8, device="cuda")
+    eager, _ = rim(x)
+    rim.compile_step()
+    out, _ = rim(x)
+    torch.testing.assert_close(out, eager, atol=1e-5, rtol=1e-4)
+    out.sum().backward()
+    assert torch.isfinite(rim.cells[0].weight_hh.grad).all()
