@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import CommConfig, InputAttentionConfig, RIMConfig
+from .fused import RIMScan
 
 __all__ = ["RIMCell", "StepTrace"]
 
@@ -77,6 +78,10 @@ class RIMCell(nn.Module):
     Outputs: (h_1, c_1) for LSTM cells, h_1 for GRU cells, shaped like hx.
     """
 
+    #: Run the scan through the fused Function (hand-written backward). False selects the plain path, a loop
+    #: over step() differentiated by autograd; torch.compile (compile_step) and autocast always use the latter.
+    use_fused: bool = True
+
     def __init__(
         self,
         input_size: int,
@@ -127,8 +132,6 @@ class RIMCell(nn.Module):
         else:
             self.register_parameter("comm_qkv", None)
             self.register_parameter("comm_out", None)
-        self.input_dropout = nn.Dropout(cfg.input_attention.dropout)
-        self.comm_dropout = nn.Dropout(c.dropout)
         self._compiled_step = None
         self.reset_parameters()
 
@@ -166,33 +169,32 @@ class RIMCell(nn.Module):
         return s + ("" if self.bias else ", bias=False")
 
     # ------------------------------------------------------------------ the scan
-    def precompute(self, x: Tensor, gate_scale: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Input-side work for all steps at once.
+    def input_maps(self, x: Tensor, gate_scale: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """The input side of every step, for all steps at once.
 
-        x: (T, B, D) -> keys (T, B, nh, dk) and u (K, T, B, nh, G), u[k, t] = x_t W^v W^ih_k per head
-        (gate columns multiplied by gate_scale when given).
-        u is laid out unit-first so that each step's slice u[:, t] needs no copy, forward or backward.
+        Returns keys (T, B, nh, dk), features z (T, B, F) and per-unit maps w_u (K, F, nh*G) such that
+        u_t = z_t @ w_u[k] (viewed (nh, G)) is x_t W^v_h W^ih_k,h for every head h: the input part of unit k's
+        gates before scaling by its attention. When D <= nh*dv (or nh > 1) W^v is folded into W^ih (z = x,
+        F = D); otherwise z = x W^v and w_u = W^ih (F = dv). gate_scale multiplies the gate columns.
         """
         cfg = self.config
         T, B, D = x.shape
         K, nh, dk, dv = cfg.num_units, cfg.input_attention.heads, cfg.input_attention.key_size, cfg.input_value_size
         G = self.weight_ih.shape[-1]
         keys = (x @ self.inp_key).view(T, B, nh, dk)
-        w_ih = self.weight_ih if gate_scale is None else self.weight_ih * gate_scale
-        w_ih = w_ih.view(K, nh * dv, G) if nh == 1 else w_ih.view(K, nh, dv, G)
-        if nh * dv >= D:  # fold W^v into each unit's W^ih: a (D, nh*G) map per unit
-            if nh == 1:
-                w = torch.matmul(self.inp_value, w_ih)  # (K, D, G)
-            else:
-                w = torch.einsum("dhv,khvg->kdhg", self.inp_value.view(D, nh, dv), w_ih).reshape(K, D, nh * G)
-            u = torch.matmul(x.reshape(1, T * B, D), w)  # (K, T*B, nh*G)
-        else:
-            v = x.reshape(T * B, D) @ self.inp_value  # (T*B, nh*dv)
-            if nh == 1:
-                u = torch.matmul(v.unsqueeze(0), w_ih)
-            else:
-                u = torch.einsum("nhv,khvg->knhg", v.view(T * B, nh, dv), w_ih)
-        return keys, u.reshape(K, T, B, nh, G)
+        w_ih = self.weight_ih if gate_scale is None else self.weight_ih * gate_scale  # (K, nh*dv, G)
+        if D <= nh * dv or nh > 1:
+            w_u = torch.einsum("dhv,khvg->kdhg", self.inp_value.view(D, nh, dv), w_ih.view(K, nh, dv, G))
+            return keys, x, w_u.reshape(K, D, nh * G)
+        return keys, x @ self.inp_value, w_ih
+
+    def precompute(self, x: Tensor, gate_scale: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """keys (T, B, nh, dk) and u (K, T, B, nh, G) for all steps (the plain path materialises u)."""
+        keys, z, w_u = self.input_maps(x, gate_scale)
+        T, B, F = z.shape
+        K, nh = self.config.num_units, self.config.input_attention.heads
+        u = torch.matmul(z.reshape(1, T * B, F), w_u)  # (K, T*B, nh*G)
+        return keys, u.view(K, T, B, nh, -1)
 
     def select(self, score: Tensor) -> Tensor:
         """score: (K, B) attention on the real input (averaged over heads) -> active mask (K, B), bool.
@@ -241,12 +243,13 @@ class RIMCell(nn.Module):
 
     def step(
         self, h: Tensor, c: Tensor | None, key: Tensor, u: Tensor, w: Prepared, valid: Tensor | None,
-        trace: bool = False,
+        in_mask: Tensor | None = None, comm_mask: Tensor | None = None, trace: bool = False,
     ) -> tuple[Tensor, Tensor | None, StepTrace | None]:
-        """One step on unit-first states.
+        """One step on unit-first states, differentiated by autograd (the plain path).
 
         h, c: (K, B, H); key: (B, nh, dk); u: (K, B, nh, G) from precompute; w: from prepare();
-        valid: (B,) bool or None (False freezes a sample: a padded step of a shorter sequence).
+        valid: (B,) bool or None (False freezes a sample: a padded step of a shorter sequence);
+        in_mask (K, B, nh) and comm_mask (B, ch, K, K): this step's dropout masks, scaled, or None.
         """
         cfg = self.config
         K, B, _H = h.shape
@@ -259,7 +262,7 @@ class RIMCell(nn.Module):
         active = self.select(att.squeeze(-1) if nh == 1 else att.mean(-1))  # (K, B)
         if valid is not None:
             active = active & valid
-        att_d = self.input_dropout(att)
+        att_d = att if in_mask is None else att * in_mask
         m = active.unsqueeze(-1)  # (K, B, 1)
         if cfg.cell == "lstm":
             if nh == 1:
@@ -282,7 +285,7 @@ class RIMCell(nn.Module):
         h = torch.where(m, h_new.to(h.dtype), h)  # inactive units keep h bit for bit
         comm_att = None
         if w.comm_qkv is not None:
-            h, comm_att = self._communicate(h, m, w.comm_qkv)
+            h, comm_att = self._communicate(h, m, w.comm_qkv, comm_mask)
         out: StepTrace | None = None
         if trace:
             out = {"active": active, "input_attention": att.detach()}
@@ -290,7 +293,7 @@ class RIMCell(nn.Module):
                 out["comm_attention"] = comm_att.detach()
         return h, c, out
 
-    def _communicate(self, h: Tensor, m: Tensor, comm_qkv: Tensor) -> tuple[Tensor, Tensor]:
+    def _communicate(self, h: Tensor, m: Tensor, comm_qkv: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
         """Active units read all units' h~ (multi-head attention) and add it: h (K, B, H), m (K, B, 1)."""
         c = self.config.comm
         K, B, _H = h.shape
@@ -298,7 +301,7 @@ class RIMCell(nn.Module):
         qkv = torch.bmm(h, comm_qkv).view(K, B, nh, 2 * dk + dv).permute(1, 2, 0, 3)  # (B, nh, K, .)
         q, k, v = qkv.split([dk, dk, dv], dim=-1)
         att = torch.softmax(q @ k.transpose(-1, -2), dim=-1)  # (B, nh, K, K); q carries 1/sqrt(dk)
-        read = self.comm_dropout(att) @ v  # (B, nh, K, dv)
+        read = (att if mask is None else att * mask) @ v  # (B, nh, K, dv)
         read = read.permute(2, 0, 1, 3).reshape(K, B, nh * dv)
         upd = torch.bmm(read, self.comm_out)  # (K, B, H)
         return torch.where(m, h + upd.to(h.dtype), h), att
@@ -317,32 +320,67 @@ class RIMCell(nn.Module):
         T, B, _ = x.shape
         K, H = cfg.num_units, cfg.unit_size
         w = self.prepare()
-        keys, u = self.precompute(x, w.gate_scale)
+        in_mask, comm_mask = self.dropout_masks(T, B, x)
         h = h.view(B, K, H).transpose(0, 1).contiguous()  # (K, B, H)
         c = c.view(B, K, H).transpose(0, 1).contiguous() if c is not None else None
+        if self.use_fused and self._compiled_step is None and not torch.is_autocast_enabled(x.device.type):
+            keys, z, w_u = self.input_maps(x, w.gate_scale)
+            tensors = (keys, z, w_u, h, c, w.w_hq, w.b_hq, w.b_ih, w.comm_qkv, self.comm_out)
+            save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+            out, h, c_out, act, att, P = RIMScan.apply(
+                self, save, keys, z, w_u, h, c if c is not None else h.new_empty(0), w.w_hq, w.b_hq, w.b_ih,
+                w.comm_qkv, self.comm_out, in_mask, comm_mask, valid)
+            c = c_out if c is not None else None
+            traces = {"active": act, "input_attention": att, "comm_attention": P} if trace else None
+        else:
+            keys, u = self.precompute(x, w.gate_scale)
+            out, h, c, traces = self._scan_steps(keys, u, h, c, w, valid, in_mask, comm_mask, trace)
+        out = out.permute(0, 2, 1, 3).reshape(T, B, K * H)  # (T, K, B, H) -> (T, B, K*H)
+        h_T = h.transpose(0, 1).reshape(B, K * H)
+        c_T = c.transpose(0, 1).reshape(B, K * H) if c is not None else None
+        tr_out = None
+        if trace:
+            tr_out = {"active": traces["active"].transpose(1, 2),  # (T, B, K)
+                      "input_attention": traces["input_attention"].transpose(1, 2)}  # (T, B, K, nh)
+            if self.comm_qkv is not None:
+                tr_out["comm_attention"] = traces["comm_attention"]  # (T, B, ch, K, K)
+        return out, h_T, c_T, tr_out
+
+    def _scan_steps(self, keys, u, h, c, w, valid, in_mask, comm_mask, trace):
+        """The plain path: a Python loop over RIMCell.step, differentiated by autograd."""
         step = self._compiled_step or self.step
         outs, traces = [], []
         # unbind, not keys[t]: indexing would make backward allocate and add a full-size zero gradient
         # for every step (quadratic in T); unbind's backward stacks the step gradients once.
         keys_t, u_t = keys.unbind(0), u.unbind(1)
-        for t in range(T):
+        in_t = in_mask.unbind(0) if in_mask is not None else [None] * len(keys_t)
+        cm_t = comm_mask.unbind(0) if comm_mask is not None else [None] * len(keys_t)
+        for t in range(len(keys_t)):
             vt = None if valid is None else valid[t]
-            h, c, tr = step(h, c, keys_t[t], u_t[t], w, vt, trace)
+            h, c, tr = step(h, c, keys_t[t], u_t[t], w, vt, in_t[t], cm_t[t], trace)
             outs.append(h if vt is None else h * vt.unsqueeze(-1).to(h.dtype))
             if tr is not None:
                 traces.append(tr)
-        out = torch.stack(outs).permute(0, 2, 1, 3).reshape(T, B, K * H)
-        h_T = h.transpose(0, 1).reshape(B, K * H)
-        c_T = c.transpose(0, 1).reshape(B, K * H) if c is not None else None
-        tr_out = None
+        stacked = None
         if trace:
-            tr_out = {
-                "active": torch.stack([t["active"] for t in traces]).transpose(1, 2),  # (T, B, K)
-                "input_attention": torch.stack([t["input_attention"] for t in traces]).transpose(1, 2),
-            }
-            if "comm_attention" in traces[0]:
-                tr_out["comm_attention"] = torch.stack([t["comm_attention"] for t in traces])
-        return out, h_T, c_T, tr_out
+            stacked = {k: torch.stack([tr[k] for tr in traces]) for k in traces[0]}
+        return torch.stack(outs), h, c, stacked
+
+    def dropout_masks(self, T: int, B: int, like: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        """Dropout masks for all T steps, drawn at once and scaled by 1/(1-p): input attention (T, K, B, nh),
+        communication (T, B, ch, K, K); None in eval mode or where p = 0."""
+        cfg = self.config
+        in_mask = comm_mask = None
+        if self.training:
+            p = cfg.input_attention.dropout
+            if p > 0:
+                shape = (T, cfg.num_units, B, cfg.input_attention.heads)
+                in_mask = torch.empty(shape, dtype=like.dtype, device=like.device).bernoulli_(1 - p).div_(1 - p)
+            p = cfg.comm.dropout
+            if p > 0 and cfg.comm.enabled:
+                shape = (T, B, cfg.comm.heads, cfg.num_units, cfg.num_units)
+                comm_mask = torch.empty(shape, dtype=like.dtype, device=like.device).bernoulli_(1 - p).div_(1 - p)
+        return in_mask, comm_mask
 
     # ------------------------------------------------------------------ nn.LSTMCell contract
     def forward(self, input: Tensor, hx: Tensor | tuple[Tensor, Tensor] | None = None):

@@ -34,9 +34,9 @@ def run_fast(cell, x, h, c):
     return out if c is not None else (out, None)
 
 
-# value=2 makes D=3 > nh*dv, so the path that projects values first is covered as well as the folded one
+# one head of value size 2 makes D=3 > dv: the path that projects values first is covered besides the folded one
 @pytest.mark.parametrize("cell_kind", ["lstm", "gru"])
-@pytest.mark.parametrize("heads,value", [(1, None), (2, None), (2, 1)])
+@pytest.mark.parametrize("heads,value", [(1, None), (2, None), (2, 1), (1, 2)])
 @pytest.mark.parametrize("comm", [True, False])
 @pytest.mark.parametrize("selection", ["topk", "all"])
 def test_matches_per_unit_reference_outputs_and_gradients(cell_kind, heads, value, comm, selection):

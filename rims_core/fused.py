@@ -1,0 +1,252 @@
+"""The RIM scan as one autograd Function with a hand-written backward.
+
+Autograd through the step loop records ~45 nodes per step and computes every weight gradient as a
+small per-step matmul. Here the forward runs without recording, keeps only what the backward needs,
+and the backward walks the steps in reverse with fused pointwise formulas, collecting the per-step
+gradients of the weights and doing one large matmul per weight at the end. The step path
+(RIMCell.step, differentiated by autograd) stays as the plain reference and serves torch.compile and
+autocast; tests check that both give the same outputs and gradients.
+
+Storage is per step (lists of (K, B, .) tensors), never one (T, K, B, .) buffer: buffers of tens of MB are
+fresh mmap'd pages on every call (glibc never recycles blocks above 32 MB), and the first-touch page faults
+cost more than the arithmetic. For the same reason u_t = z_t w_u is recomputed per step instead of stored.
+
+Shape legend: T time, K units, B batch, H unit size, G gate width, nh/dk input heads and key size,
+ch/ck/cv communication heads, key and value size. Everything here is unit-first: (K, B, ...).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+__all__ = ["RIMScan"]
+
+
+def _tanh(x: Tensor) -> Tensor:
+    # same identity as cell._tanh: 2 sigmoid(2x) - 1 is several times faster than tanh on CPU
+    return torch.tanh(x) if x.device.type != "cpu" else 2 * torch.sigmoid(2 * x) - 1
+
+
+STEP_KEYS = ("h", "c", "sg", "x2", "ht", "qkv")  # per-step tensors kept for backward (unit-first)
+
+
+def _chunk(T: int, K: int, B: int, width: int, itemsize: int, budget: int = 8 << 20) -> int:
+    """Steps per chunk of u: as many as fit in ~8 MB (malloc recycles blocks that size; see above)."""
+    return max(1, min(T, budget // max(1, K * B * width * itemsize)))
+
+
+def _u_chunk(z: Tensor, w_u: Tensor, t0: int, S: int) -> Tensor:
+    """u for steps t0 .. t0+S-1: (K, S', B, nh*G) from z (T, B, F) and w_u (K, F, nh*G)."""
+    zc = z[t0:t0 + S]
+    S_, B, F = zc.shape
+    return torch.matmul(zc.reshape(1, S_ * B, F), w_u).view(w_u.shape[0], S_, B, -1)
+
+
+class RIMScan(torch.autograd.Function):
+    """apply(cell, save, keys, z, w_u, h0, c0, w_hq, b_hq, b_ih, comm_qkv, comm_out, in_mask, comm_mask, valid).
+
+    keys (T, B, nh, dk), z (T, B, F) and w_u (K, F, nh*G) from RIMCell.input_maps; h0/c0 (K, B, H) (c0 an
+    empty tensor for GRU cells); prepared weights as in RIMCell.prepare; dropout masks in_mask (T, K, B, nh)
+    and comm_mask (T, B, ch, K, K) already scaled by 1/(1-p), or None; valid (T, B) bool or None; save: keep
+    what backward needs (grad enabled and some input requires it).
+    Returns out (T, K, B, H), h_T, c_T (K, B, H), active (T, K, B), att (T, K, B, nh), comm_att (T, B, ch, K, K).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, cell, save, keys, z, w_u, h, c, w_hq, b_hq, b_ih, comm_qkv, comm_out, in_mask,
+                comm_mask, valid):
+        cfg = cell.config
+        lstm, comm = cfg.cell == "lstm", comm_qkv is not None
+        T, B, _ = z.shape
+        K, H = h.shape[0], h.shape[-1]
+        nh, dk = keys.shape[-2], keys.shape[-1]
+        G = w_hq.shape[-1] - nh * dk
+        if comm:
+            ch, ck, cv = cfg.comm.heads, cfg.comm.key_size, cfg.comm.value_size
+        S = _chunk(T, K, B, w_u.shape[-1], w_u.element_size())
+        outs, acts, atts, Ps = [], [], [], []
+        st: dict[str, list[Tensor]] = {k: [] for k in STEP_KEYS}
+        for t in range(T):
+            if t % S == 0:  # the input part of the gates, S steps at a time: big matmuls, no T-sized buffer
+                u_chunk = _u_chunk(z, w_u, t, S)
+            if save:
+                st["h"].append(h)
+                if lstm:
+                    st["c"].append(c)
+            hq = torch.bmm(h, w_hq) if b_hq is None else torch.baddbmm(b_hq, h, w_hq)  # (K, B, G + nh*dk)
+            gh, q = hq[..., :G], hq[..., G:]
+            att = torch.sigmoid((q.view(K, B, nh, dk) * keys[t]).sum(-1))  # (K, B, nh)
+            active = cell.select(att.squeeze(-1) if nh == 1 else att.mean(-1))
+            if valid is not None:
+                active &= valid[t]
+            acts.append(active)
+            atts.append(att)
+            a = att if in_mask is None else att * in_mask[t]
+            ut = u_chunk[:, t % S]  # (K, B, nh*G)
+            base = gh if lstm else b_ih  # LSTM: the whole pre-activation; GRU: the input part only
+            if nh == 1:
+                gi = a * ut if base is None else torch.addcmul(base, a, ut)
+            else:
+                gi = (a.unsqueeze(-1) * ut.view(K, B, nh, G)).sum(-2)
+                gi = gi if base is None else gi + base
+            m = active.unsqueeze(-1)
+            if lstm:
+                sg = torch.sigmoid(gi)
+                i, f, g, o = sg.chunk(4, dim=-1)
+                c_new = f * c + i * (2 * g - 1)
+                tc = _tanh(c_new)
+                h_new = o * tc
+                c = torch.where(m, c_new, c)
+                if save:
+                    st["sg"].append(sg)
+                    st["x2"].append(tc)
+            else:
+                ir, iz, in_ = gi.chunk(3, dim=-1)
+                hr, hz, hn = gh.chunk(3, dim=-1)
+                r, zg = torch.sigmoid(ir + hr), torch.sigmoid(iz + hz)
+                n = _tanh(torch.addcmul(in_, r, hn))
+                h_new = torch.addcmul(n, zg, h - n)
+                if save:
+                    st["sg"].append(torch.cat([r, zg, n], dim=-1))
+                    st["x2"].append(hn.contiguous())
+            h = torch.where(m, h_new, h)
+            if comm:
+                qkv = torch.bmm(h, comm_qkv)  # (K, B, ch*(2ck+cv))
+                if save:
+                    st["ht"].append(h)
+                    st["qkv"].append(qkv)
+                qc, kc, vc = qkv.view(K, B, ch, 2 * ck + cv).permute(1, 2, 0, 3).split([ck, ck, cv], dim=-1)
+                P = torch.softmax(qc @ kc.transpose(-1, -2), dim=-1)  # (B, ch, K, K)
+                Ps.append(P)
+                Pd = P if comm_mask is None else P * comm_mask[t]
+                read = (Pd @ vc).permute(2, 0, 1, 3).reshape(K, B, ch * cv)
+                h = torch.where(m, torch.baddbmm(h, read, comm_out), h)
+            outs.append(h if valid is None else h * valid[t].unsqueeze(-1))
+        act_all, att_all = torch.stack(acts), torch.stack(atts)
+        P_all = torch.stack(Ps) if comm else h.new_empty(0)
+        if save:
+            ctx.cell, ctx.chunk = cell, S
+            ctx.counts = [len(st[k]) for k in STEP_KEYS]
+            # everything goes through save_for_backward, so saved-tensor hooks (offloading, memory accounting)
+            # see all of it
+            ctx.save_for_backward(keys, z, w_u, w_hq, b_hq, b_ih, comm_qkv, comm_out, in_mask, comm_mask, valid,
+                                  act_all, att_all, P_all, *(x for k in STEP_KEYS for x in st[k]))
+        ctx.mark_non_differentiable(act_all, att_all, P_all)
+        return torch.stack(outs), h, (c if lstm else h.new_empty(0)), act_all, att_all, P_all
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, d_out, d_hT, d_cT, _d_act, _d_att, _d_P):
+        (keys, z, w_u, w_hq, b_hq, b_ih, comm_qkv, comm_out, in_mask, comm_mask, valid,
+         ACT, ATT, P_all, *flat) = ctx.saved_tensors
+        st, i0 = {}, 0
+        for k, n in zip(STEP_KEYS, ctx.counts, strict=True):
+            st[k], i0 = flat[i0:i0 + n], i0 + n
+        S = ctx.chunk
+        cfg = ctx.cell.config
+        lstm, comm = cfg.cell == "lstm", comm_qkv is not None
+        T, B, _ = z.shape
+        K, H = w_hq.shape[0], w_hq.shape[1]
+        nh, dk = keys.shape[-2], keys.shape[-1]
+        G = w_hq.shape[-1] - nh * dk
+        dh = d_hT.clone()
+        dc = d_cT.clone() if lstm else None
+        d_keys, d_z = [], []
+        d_w_hq = torch.zeros_like(w_hq)
+        d_w_u = torch.zeros_like(w_u)
+        d_b_hq = torch.zeros_like(b_hq) if b_hq is not None else None
+        d_b_ih = torch.zeros_like(b_ih) if b_ih is not None else None
+        w_hq_t = w_hq.transpose(1, 2).contiguous()
+        w_q = w_hq[..., G:]
+        w_u_t = w_u.transpose(1, 2).contiguous()
+        d_hq = w_hq.new_empty(K, B, G + nh * dk)
+        if comm:
+            ch, ck, cv = cfg.comm.heads, cfg.comm.key_size, cfg.comm.value_size
+            d_comm_qkv = torch.zeros_like(comm_qkv)
+            d_comm_out = torch.zeros_like(comm_out)
+            comm_out_t = comm_out.transpose(1, 2).contiguous()
+            comm_qkv_t = comm_qkv.transpose(1, 2).contiguous()
+        for t in range(T - 1, -1, -1):
+            if t == T - 1 or t % S == S - 1:
+                t0 = t - t % S
+                u_chunk = _u_chunk(z, w_u, t0, S)  # recomputed, (K, S', B, nh*G)
+                d_u_chunk = torch.empty_like(u_chunk)
+            m = ACT[t].unsqueeze(-1)
+            dh = dh + (d_out[t] if valid is None else d_out[t] * valid[t].unsqueeze(-1))
+            if comm:  # h_t = h~ + m * (read @ W_o), read = dropout(softmax(q k^T)) v
+                ht = st["ht"][t]
+                qc, kc, vc = st["qkv"][t].view(K, B, ch, 2 * ck + cv).permute(1, 2, 0, 3).split([ck, ck, cv], -1)
+                P = P_all[t]
+                Pd = P if comm_mask is None else P * comm_mask[t]
+                read = (Pd @ vc).permute(2, 0, 1, 3).reshape(K, B, ch * cv)
+                d_upd = dh * m
+                d_comm_out.baddbmm_(read.transpose(1, 2), d_upd)
+                d_read = torch.bmm(d_upd, comm_out_t).view(K, B, ch, cv).permute(1, 2, 0, 3)  # (B, ch, K, cv)
+                d_v = Pd.transpose(-1, -2) @ d_read
+                d_P = d_read @ vc.transpose(-1, -2)
+                if comm_mask is not None:
+                    d_P = d_P * comm_mask[t]
+                d_S = P * (d_P - (d_P * P).sum(-1, keepdim=True))  # softmax backward
+                d_qkv = torch.cat([d_S @ kc, d_S.transpose(-1, -2) @ qc, d_v], dim=-1)
+                d_qkv = d_qkv.permute(2, 0, 1, 3).reshape(K, B, -1)
+                d_comm_qkv.baddbmm_(ht.transpose(1, 2), d_qkv)
+                dh = torch.baddbmm(dh, d_qkv, comm_qkv_t)  # now the gradient of h~
+            h_prev = st["h"][t]
+            d_new = dh * m
+            dh_prev = dh - d_new  # inactive units pass the gradient straight through
+            if lstm:
+                sg, tc, c_prev = st["sg"][t], st["x2"][t], st["c"][t]
+                i, f, g, o = sg.chunk(4, dim=-1)
+                dc_new = dc * m + d_new * o * (1 - tc * tc)
+                dc = dc - dc * m + dc_new * f
+                d_gates = d_hq[..., :G]  # written in place: i, f, g, o blocks
+                d_gates[..., :H] = dc_new * (2 * g - 1) * i * (1 - i)
+                d_gates[..., H:2 * H] = dc_new * c_prev * f * (1 - f)
+                d_gates[..., 2 * H:3 * H] = 2 * dc_new * i * g * (1 - g)
+                d_gates[..., 3 * H:] = d_new * tc * o * (1 - o)
+                d_gi = d_gates
+            else:
+                r, zg, n = st["sg"][t].chunk(3, dim=-1)
+                hn = st["x2"][t]
+                dn = d_new * (1 - zg)
+                dz = d_new * (h_prev - n)
+                dh_prev = dh_prev + d_new * zg
+                dpn = dn * (1 - n * n)
+                dpr, dpz = dpn * hn * r * (1 - r), dz * zg * (1 - zg)
+                d_gi = torch.cat([dpr, dpz, dpn], dim=-1)
+                d_hq[..., :G] = torch.cat([dpr, dpz, dpn * r], dim=-1)
+                if d_b_ih is not None:
+                    d_b_ih += d_gi.sum(1, keepdim=True)
+            # input attention: gates_in = sum_h a_h u_h, a = sigmoid(s) * mask, s = q . key
+            att = ATT[t]
+            a = att if in_mask is None else att * in_mask[t]
+            ut = u_chunk[:, t - t0]
+            if nh == 1:
+                d_a = (d_gi * ut).sum(-1, keepdim=True)  # (K, B, 1)
+                torch.mul(d_gi, a, out=d_u_chunk[:, t - t0])
+            else:
+                d_a = (d_gi.unsqueeze(-2) * ut.view(K, B, nh, G)).sum(-1)  # (K, B, nh)
+                d_u_chunk[:, t - t0] = (d_gi.unsqueeze(-2) * a.unsqueeze(-1)).view(K, B, nh * G)
+            if t == t0:  # chunk done: its share of d w_u and d z in two large matmuls
+                n_rows = d_u_chunk.shape[1] * B
+                zc = z[t0:t0 + d_u_chunk.shape[1]].reshape(n_rows, -1)
+                du = d_u_chunk.view(K, n_rows, -1)
+                d_w_u += torch.matmul(zc.t(), du)
+                d_z.append(torch.bmm(du, w_u_t).sum(0).view(-1, B, zc.shape[-1]))
+            d_att = d_a if in_mask is None else d_a * in_mask[t]
+            d_s = d_att * att * (1 - att)  # (K, B, nh)
+            q = torch.bmm(h_prev, w_q).view(K, B, nh, dk)  # recomputed
+            d_keys.append((d_s.unsqueeze(-1) * q).sum(0))
+            d_hq[..., G:] = (d_s.unsqueeze(-1) * keys[t]).view(K, B, nh * dk)
+            d_w_hq.baddbmm_(h_prev.transpose(1, 2), d_hq)
+            if d_b_hq is not None:
+                d_b_hq += d_hq.sum(1, keepdim=True)
+            dh = torch.baddbmm(dh_prev, d_hq, w_hq_t)
+        d_keys.reverse()
+        d_z.reverse()
+        return (None, None, torch.stack(d_keys), torch.cat(d_z), d_w_u, dh, dc if lstm else None, d_w_hq, d_b_hq,
+                d_b_ih, d_comm_qkv if comm else None, d_comm_out if comm else None, None, None, None)

@@ -1,0 +1,78 @@
+"""The fused scan (hand-written backward) against the plain path (a loop over step, autograd)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from rims_core import RIM
+from rims_core.cell import RIMCell
+
+
+def run(rim, x, fused, seed=0):
+    for c in rim.cells:
+        c.use_fused = fused
+    torch.manual_seed(seed)  # same dropout masks on both paths
+    rim.zero_grad(set_to_none=True)
+    out, state, tr = rim(x, return_trace=True)
+    data = out.data if hasattr(out, "batch_sizes") else out
+    states = state if isinstance(state, tuple) else (state,)
+    w = torch.linspace(-1, 1, data.numel(), dtype=data.dtype).view_as(data)
+    loss = (data * w).sum() + sum((s * s).sum() for s in states)
+    loss.backward()
+    return data, states, tr, {n: p.grad.clone() for n, p in rim.named_parameters()}
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("heads", [1, 3])
+@pytest.mark.parametrize("comm", [True, False])
+@pytest.mark.parametrize("bias", [True, False])
+def test_fused_equals_plain_with_dropout_layers_and_directions(cell, heads, comm, bias):
+    torch.manual_seed(0)
+    rim = RIM(5, 12, 2, bias, dropout=0.2, bidirectional=True, dtype=torch.float64, num_units=4, top_k=2,
+              cell=cell, input_attention={"heads": heads, "key_size": 4, "dropout": 0.3},
+              comm={"enabled": comm, "heads": 2, "key_size": 3, "value_size": 5, "dropout": 0.3})
+    rim.train()
+    x = torch.randn(7, 3, 5, dtype=torch.float64)
+    a, b = run(rim, x, True), run(rim, x, False)
+    torch.testing.assert_close(a[0], b[0])
+    for s1, s2 in zip(a[1], b[1], strict=True):
+        torch.testing.assert_close(s1, s2)
+    assert torch.equal(a[2].active, b[2].active)
+    torch.testing.assert_close(a[2].input_attention, b[2].input_attention)
+    for n in a[3]:
+        torch.testing.assert_close(a[3][n], b[3][n], msg=n)
+
+
+def test_fused_equals_plain_on_packed_variable_lengths():
+    torch.manual_seed(0)
+    rim = RIM(5, 12, num_units=4, top_k=3, dtype=torch.float64)
+    x = torch.randn(6, 4, 5, dtype=torch.float64)
+    packed = pack_padded_sequence(x, torch.tensor([6, 2, 4, 1]), enforce_sorted=False)
+    a, b = run(rim, packed, True), run(rim, packed, False)
+    torch.testing.assert_close(a[0], b[0])
+    assert not a[2].active[0, 2:, 1].any()  # a finished sequence has no active unit
+    for n in a[3]:
+        torch.testing.assert_close(a[3][n], b[3][n], msg=n)
+
+
+def test_fused_path_is_used_and_keeps_nothing_without_grad():
+    cell = RIMCell(5, 12, num_units=4, top_k=2)
+    x = torch.randn(3, 2, 5)
+    with torch.no_grad():
+        out, *_ = cell.scan(x, torch.zeros(2, 12), torch.zeros(2, 12))
+    assert out.grad_fn is None
+    out, *_ = cell.scan(x, torch.zeros(2, 12), torch.zeros(2, 12))
+    assert any("RIMScan" in type(f).__name__ for f in _walk(out.grad_fn))
+    cell.use_fused = False
+    out, *_ = cell.scan(x, torch.zeros(2, 12), torch.zeros(2, 12))
+    assert not any("RIMScan" in type(f).__name__ for f in _walk(out.grad_fn))
+
+
+def _walk(fn, depth=6):
+    seen = [fn]
+    for nxt, _ in getattr(fn, "next_functions", ()):
+        if nxt is not None and depth:
+            seen += _walk(nxt, depth - 1)
+    return seen
