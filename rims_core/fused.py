@@ -43,7 +43,9 @@ def _u_chunk(z: Tensor, w_u: Tensor, t0: int, S: int) -> Tensor:
     """u for steps t0 .. t0+S-1: (K, S', B, nh*G) from z (T, B, F) and w_u (K, F, nh*G)."""
     zc = z[t0:t0 + S]
     S_, B, F = zc.shape
-    return torch.matmul(zc.reshape(1, S_ * B, F), w_u).view(w_u.shape[0], S_, B, -1)
+    K = w_u.shape[0]
+    # bmm over an explicit copy of z per unit: about 2x faster than matmul's broadcast for small F
+    return torch.bmm(zc.reshape(1, S_ * B, F).expand(K, -1, -1).contiguous(), w_u).view(K, S_, B, -1)
 
 
 class RIMScan(torch.autograd.Function):
