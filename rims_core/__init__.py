@@ -7,6 +7,7 @@ This package imports nothing from ray, mlflow or optuna.
 from .cell import RIMCell
 from .config import CELLS, SELECTIONS, CommConfig, InputAttentionConfig, RIMConfig, RIMConfigError
 from .factory import MODEL_KINDS, build_recurrent, count_parameters, macs_per_step
+from .graphs import cuda_graphed
 from .rim import RIM, RIMTrace
 
 __all__ = [
@@ -22,5 +23,6 @@ __all__ = [
     "RIMTrace",
     "build_recurrent",
     "count_parameters",
+    "cuda_graphed",
     "macs_per_step",
 ]

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from .config import CommConfig, InputAttentionConfig, RIMConfig
 from .fused import RIMScan
 
-__all__ = ["RIMCell", "StepTrace"]
+__all__ = ["RIMCell", "StepTrace", "unpack_state"]
 
 StepTrace = dict[str, Tensor]
 
@@ -53,6 +53,22 @@ def build_config(hidden_size: int, **rim_kwargs: Any) -> RIMConfig:
         comm=CommConfig() if comm is None else comm,
         **rim_kwargs,
     )
+
+
+def unpack_state(owner: str, hx: Any, is_lstm: bool, want: tuple[int, ...]) -> tuple[Tensor, Tensor | None]:
+    """Split hx into (h, c) (c None for GRU cells), checking its form and each state's shape against want."""
+    if is_lstm:
+        if not isinstance(hx, tuple | list) or len(hx) != 2:
+            raise ValueError(f"{owner}: Expected hx to be a tuple (h_0, c_0) for cell='lstm', got {type(hx).__name__}")
+        h, c = hx
+    else:
+        if not isinstance(hx, Tensor):
+            raise ValueError(f"{owner}: Expected hx to be a Tensor h_0 for cell='gru', got {type(hx).__name__}")
+        h, c = hx, None
+    for i, st in enumerate((h, c)):
+        if st is not None and tuple(st.shape) != want:
+            raise RuntimeError(f"{owner}: Expected hidden[{i}] size {want}, got {list(st.shape)}")
+    return h, c
 
 
 def _tanh(x: Tensor) -> Tensor:
@@ -183,7 +199,7 @@ class RIMCell(nn.Module):
         G = self.weight_ih.shape[-1]
         keys = (x @ self.inp_key).view(T, B, nh, dk)
         w_ih = self.weight_ih if gate_scale is None else self.weight_ih * gate_scale  # (K, nh*dv, G)
-        if D <= nh * dv or nh > 1:
+        if nh * dv >= D or nh > 1:
             w_u = torch.einsum("dhv,khvg->kdhg", self.inp_value.view(D, nh, dv), w_ih.view(K, nh, dv, G))
             return keys, x, w_u.reshape(K, D, nh * G)
         return keys, x @ self.inp_value, w_ih
@@ -400,20 +416,8 @@ class RIMCell(nn.Module):
             z = torch.zeros(B, self.hidden_size, dtype=x.dtype, device=x.device)
             h, c = z, (z if is_lstm else None)
         else:
-            if is_lstm:
-                if not isinstance(hx, tuple | list) or len(hx) != 2:
-                    raise ValueError(f"{name}: Expected hx to be a tuple (h_0, c_0) for cell='lstm', got {type(hx)}")
-                h, c = hx
-            else:
-                if not isinstance(hx, Tensor):
-                    raise ValueError(f"{name}: Expected hx to be a Tensor for cell='gru', got {type(hx)}")
-                h, c = hx, None
-            for nm, st in (("h_0", h), ("c_0", c)):
-                if st is None:
-                    continue
-                want = (B, self.hidden_size) if batched else (self.hidden_size,)
-                if tuple(st.shape) != want:
-                    raise ValueError(f"{name}: Expected {nm} of shape {want}, got {tuple(st.shape)}")
+            want = (B, self.hidden_size) if batched else (self.hidden_size,)
+            h, c = unpack_state(name, hx, is_lstm, want)
             if not batched:
                 h = h.unsqueeze(0)
                 c = c.unsqueeze(0) if c is not None else None

@@ -72,7 +72,7 @@ def macs_per_step(module: nn.Module) -> int:
             G = cell.weight_hh.shape[-1]
             nh, dk, dv = cfg.input_attention.heads, cfg.input_attention.key_size, cfg.input_value_size
             total += D * nh * dk  # shared input keys
-            total += D * K * nh * G if D <= nh * dv or nh > 1 else D * dv + K * dv * G  # input gates
+            total += D * K * nh * G if nh * dv >= D or nh > 1 else D * dv + K * dv * G  # input gates
             total += K * nh * dk + K * nh * G  # attention scores, gate scaling
             total += K * H * (G + nh * dk)  # recurrent gates and queries
             if cfg.comm.enabled:

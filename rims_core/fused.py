@@ -64,7 +64,7 @@ class RIMScan(torch.autograd.Function):
         cfg = cell.config
         lstm, comm = cfg.cell == "lstm", comm_qkv is not None
         T, B, _ = z.shape
-        K, H = h.shape[0], h.shape[-1]
+        K = h.shape[0]
         nh, dk = keys.shape[-2], keys.shape[-1]
         G = w_hq.shape[-1] - nh * dk
         if comm:

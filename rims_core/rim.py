@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 from torch.utils.hooks import RemovableHandle
 
-from .cell import RIMCell
+from .cell import RIMCell, unpack_state
 from .config import RIMConfig
 
 __all__ = ["RIM", "RIMTrace"]
@@ -157,17 +157,7 @@ class RIM(nn.Module):
         if hx is None:
             z = torch.zeros(S, N, self.hidden_size, dtype=dtype, device=device)
             return z, (z if is_lstm else None)
-        if is_lstm:
-            if not isinstance(hx, tuple | list) or len(hx) != 2:
-                raise ValueError(f"RIM: Expected hx to be a tuple (h_0, c_0) for cell='lstm', got {type(hx).__name__}")
-            h, c = hx
-        else:
-            if not isinstance(hx, Tensor):
-                raise ValueError(f"RIM: Expected hx to be a Tensor h_0 for cell='gru', got {type(hx).__name__}")
-            h, c = hx, None
-        for i, st in enumerate((h, c)):
-            if st is not None and tuple(st.shape) != want:
-                raise RuntimeError(f"RIM: Expected hidden[{i}] size {want}, got {list(st.shape)}")
+        h, c = unpack_state("RIM", hx, is_lstm, want)
         if not batched:
             h, c = h.unsqueeze(1), (c.unsqueeze(1) if c is not None else None)
         return h, c
