@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 __all__ = ["main"]
 
@@ -23,6 +24,66 @@ def _demo(args: argparse.Namespace) -> int:
     return 0 if b < a else 1
 
 
+def _load(path: str):
+    from .spec import SpecError, load_spec
+
+    try:
+        return load_spec(path), Path(path).read_text()
+    except SpecError as e:
+        print(f"rims: {e}", file=sys.stderr)
+        return None, None
+
+
+def _sweep_validate(args: argparse.Namespace) -> int:
+    from .space import resolve, trial_points
+
+    spec, _ = _load(args.spec)
+    if spec is None:
+        return 2
+    metric, mode = spec.objective
+    print(f"sweep {spec.name!r}: task {spec.task['name']}, search {spec.search.algorithm}, "
+          f"objective {metric} ({mode}), seeds {spec.seed_list}")
+    if spec.search.algorithm == "optuna":
+        print(f"Optuna suggests {spec.search.num_samples} configurations x {len(spec.seed_list)} seeds over "
+              f"{sorted(spec.space)}")
+        return 0
+    points = trial_points(spec)
+    varied = [*sorted(spec.space), "seed"]
+    n_seeds = len(spec.seed_list)
+    print(f"{len(points)} trials ({len(points) // n_seeds} configurations x {n_seeds} seeds):")
+    for i, p in enumerate(points):
+        r = resolve(p)
+        print(f"  {i:3d}  " + "  ".join(f"{k}={r[k]}" for k in varied if k in r))
+    return 0
+
+
+def _sweep_run(args: argparse.Namespace) -> int:
+    from .runner import run_sweep
+    from .spec import SpecError
+
+    spec, text = _load(args.spec)
+    if spec is None:
+        return 2
+    try:
+        res = run_sweep(spec, text, address=args.address, mlflow_uri=args.mlflow_uri,
+                        storage_path=args.storage_path, resume=args.resume, smoke=args.smoke, quiet=args.quiet,
+                        spec_path=args.spec)
+    except SpecError as e:
+        print(f"rims: {e}", file=sys.stderr)
+        return 2
+    c = res.counts
+    print(f"\nsweep {res.sweep_id}: {c['trials']} trials, {c['completed']} completed, {c['stopped_early']} "
+          f"stopped early by the scheduler, {c['failed']} failed, {c['errored']} errored")
+    for f in res.failures:
+        print(f"  failed: {f}")
+    print(f"results: {res.path}")
+    print(f"MLflow: parent run {res.parent_run_id} in experiment {res.experiment_id} at {res.tracking_uri}")
+    if res.tracking_uri.startswith("sqlite:"):
+        print(f"  browse: mlflow ui --backend-store-uri {res.tracking_uri} --host 127.0.0.1 --port 5000, then "
+              f"http://127.0.0.1:5000/#/experiments/{res.experiment_id}/runs")
+    return 0 if c["errored"] < c["trials"] else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rims", description="Recurrent Independent Mechanisms at scale.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -34,6 +95,22 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     d.set_defaults(func=_demo)
+
+    sw = sub.add_parser("sweep", help="run or validate a sweep spec (Ray Tune + MLflow)")
+    ssub = sw.add_subparsers(dest="sweep_command", required=True)
+    v = ssub.add_parser("validate", help="check a spec and print the trials it expands to; runs nothing")
+    v.add_argument("spec", help="path to the YAML spec")
+    v.set_defaults(func=_sweep_validate)
+    r = ssub.add_parser("run", help="run a spec on Ray Tune, every trial tracked in MLflow")
+    r.add_argument("spec", help="path to the YAML spec")
+    r.add_argument("--address", default=None, help="join a running Ray cluster (e.g. auto); default: local Ray")
+    r.add_argument("--mlflow-uri", default=None,
+                   help="tracking server (http://HOST:PORT); default sqlite:///<cwd>/mlflow.db")
+    r.add_argument("--storage-path", default=None, help="where results and checkpoints go (default ./ray_results)")
+    r.add_argument("--resume", action="store_true", help="continue the newest interrupted sweep of this name")
+    r.add_argument("--smoke", action="store_true", help="run every trial for a few steps only")
+    r.add_argument("--quiet", action="store_true", help="no progress table, less logging")
+    r.set_defaults(func=_sweep_run)
     return p
 
 

@@ -11,14 +11,25 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, field_validator
 from torch import Tensor, nn
 
-from rims_core import build_recurrent
+from .base import EVAL_SEED, Task, TaskSettings, make_core
 
-__all__ = ["CHANCE_CE", "NUM_SYMBOLS", "VOCAB", "CopyingModel", "copying_metrics", "make_batch"]
+__all__ = [
+    "CHANCE_CE",
+    "NUM_SYMBOLS",
+    "VOCAB",
+    "CopyingModel",
+    "CopyingSettings",
+    "CopyingTask",
+    "copying_metrics",
+    "make_batch",
+]
 
 NUM_SYMBOLS = 10  # symbols to remember
 VOCAB = 10  # 0 blank, 1..8 symbols, 9 marker
@@ -45,7 +56,8 @@ class CopyingModel(nn.Module):
 
     def __init__(self, kind: str = "rims", hidden_size: int = 600, num_layers: int = 1, **rim_kwargs) -> None:
         super().__init__()
-        self.rnn = build_recurrent(kind, VOCAB, hidden_size, num_layers, batch_first=True, **rim_kwargs)
+        self.rnn = make_core({"kind": kind, "hidden_size": hidden_size, "num_layers": num_layers, **rim_kwargs},
+                             VOCAB)
         self.head = nn.Linear(hidden_size, VOCAB)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -69,3 +81,67 @@ def copying_metrics(logits: Tensor, y: Tensor) -> tuple[Tensor, CopyingMetrics]:
         acc = (logits[:, -NUM_SYMBOLS:].argmax(-1) == y[:, -NUM_SYMBOLS:]).float().mean()
         m = CopyingMetrics(ce=ce.item(), ce_all=ce_pos.mean().item(), acc=acc.item())
     return ce, m
+
+
+class CopyingSettings(TaskSettings):
+    """``task.*`` keys of the copying task."""
+
+    blank: int = Field(50, ge=1, description="blank span of the training sequences (paper: 50)")
+    test_blanks: list[int] = Field([200], description="blank spans evaluated out of distribution (paper: 200)")
+    loss: Literal["ce", "ce_all"] = Field(
+        "ce", description="training loss: ce over the 10 recall positions, or ce_all over every position "
+        "(the official script's definition)")
+    eval_size: int = Field(512, ge=1, description="sequences in each fixed evaluation set")
+
+    @field_validator("test_blanks")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if not v or any(b < 1 for b in v):
+            raise ValueError(f"expected a non-empty list of blank spans >= 1, got {v}")
+        return v
+
+
+class CopyingTask(Task):
+    """Copying: train at task.blank, evaluate at task.blank (val, and eval) and at every task.test_blanks."""
+
+    name = "copying"
+    settings_model = CopyingSettings
+    objective = ("val/ce", "min")
+    metric_docs = {
+        "ce": "mean cross-entropy over the 10 recall positions (chance: ln 8 = 2.079)",
+        "ce_all": "mean cross-entropy over every position, as the official RIMs script computes it",
+        "acc": "per-symbol accuracy over the 10 recall positions (chance: 1/8)",
+    }
+
+    def __init__(self, settings: CopyingSettings, model: dict, device: torch.device | str = "cpu") -> None:
+        super().__init__(settings, model, device)
+        gen = torch.Generator().manual_seed(EVAL_SEED)  # fixed by the task's settings, not the trial's seed
+        n = settings.eval_size
+        self._val = make_batch(n, settings.blank, gen)
+        self._eval = {b: make_batch(n, b, gen) for b in dict.fromkeys([settings.blank, *settings.test_blanks])}
+
+    def build_model(self) -> nn.Module:
+        m = self.model_settings
+        rim = {k: m[k] for k in ("num_units", "top_k", "cell", "selection", "input_attention", "comm") if k in m}
+        return CopyingModel(m["kind"], m["hidden_size"], m.get("num_layers", 1),
+                            **(rim if m["kind"] == "rims" else {})).to(self.device)
+
+    def sample_batch(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        x, y = make_batch(batch_size, self.settings.blank, generator)
+        return x.to(self.device), y.to(self.device)
+
+    def loss(self, model: nn.Module, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, dict[str, float]]:
+        x, y = batch
+        logits = model(x)
+        ce, m = copying_metrics(logits, y)
+        loss = ce if self.settings.loss == "ce" else F.cross_entropy(logits.transpose(1, 2), y)
+        return loss, {"ce": m.ce, "ce_all": m.ce_all, "acc": m.acc}
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for prefix, cond, (x, y) in [("val", "", self._val)] + [
+                ("eval", f"_blank{b}", xy) for b, xy in self._eval.items()]:
+            _, m = copying_metrics(model(x.to(self.device)), y.to(self.device))
+            for name in ("ce", "ce_all", "acc"):
+                out[f"{prefix}/{name}{cond}"] = getattr(m, name)
+        return out

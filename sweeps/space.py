@@ -1,0 +1,126 @@
+"""From a validated spec to trials: grid and random search expand here, Optuna gets a define-by-run space.
+
+Rules every search follows:
+- top_k <= num_units is a constraint, not a filter after the fact: grid combinations that break it are never
+  generated, random draws and Optuna suggest top_k within [low, min(high, num_units)]; no trial is wasted.
+- keys that only exist for RIMs (model.num_units, model.top_k, ...) are varied only when model.kind is rims;
+  baselines get one trial per distinct configuration of the keys that apply to them.
+- seeds are their own axis: every configuration runs with every seed (grid / random: explicit trials, grouped
+  by configuration; Optuna: Tune's Repeater, so the searcher sees the mean over seeds).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .spec import RIM_ONLY, SweepSpec, base_config
+
+__all__ = ["config_id", "expand", "is_rim_only", "optuna_space", "resolve", "trial_points"]
+
+
+def is_rim_only(key: str) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in RIM_ONLY)
+
+
+def resolve(flat: dict[str, Any]) -> dict[str, Any]:
+    """A trial's flat config as it applies: RIM-only keys dropped for baselines, Tune's own keys dropped."""
+    kind = flat.get("model.kind")
+    return {k: v for k, v in flat.items()
+            if not k.startswith("__") and not (kind != "rims" and is_rim_only(k))}
+
+
+def config_id(flat: dict[str, Any]) -> str:
+    """A stable id of a configuration, the same for all its seeds (groups seeds in tables)."""
+    items = sorted((k, v) for k, v in resolve(flat).items() if k != "seed")
+    return hashlib.sha1(repr(items).encode()).hexdigest()[:10]
+
+
+def _valid(flat: dict[str, Any]) -> bool:
+    return flat.get("model.kind") != "rims" or flat["model.top_k"] <= flat["model.num_units"]
+
+
+def _dedupe(configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    seen, out = set(), []
+    for c in configs:
+        r = resolve(c)
+        key = repr(sorted(r.items(), key=lambda kv: kv[0]))  # values may be lists
+        if key not in seen:
+            seen.add(key)
+            out.append(r)
+    return out
+
+
+def expand(spec: SweepSpec) -> list[dict[str, Any]]:
+    """Configurations (flat dicts, without seed) for grid or random search, constraint applied, deduplicated."""
+    base = base_config(spec)
+    if spec.search.algorithm == "grid":
+        keys = list(spec.space)
+        grids = [spec.space[k]["grid"] for k in keys]
+        configs = [{**base, **dict(zip(keys, combo, strict=True))} for combo in itertools.product(*grids)]
+        return _dedupe([c for c in configs if _valid(c)])
+    if spec.search.algorithm == "random":
+        rng = np.random.RandomState(spec.search.seed)
+        configs = []
+        for _ in range(spec.search.num_samples):
+            for _attempt in range(1000):
+                c = {**base, **{k: _draw(rng, d) for k, d in spec.space.items() if k != "model.top_k"}}
+                if "model.top_k" in spec.space and c["model.kind"] == "rims":
+                    c["model.top_k"] = _draw(rng, spec.space["model.top_k"], upper=c["model.num_units"])
+                if c.get("model.top_k") is not None and _valid(c):
+                    configs.append(c)
+                    break
+        return [resolve(c) for c in configs]
+    raise ValueError(f"expand: search.algorithm {spec.search.algorithm!r} is not expanded (Optuna suggests)")
+
+
+def _draw(rng: np.random.RandomState, dist: dict[str, Any], upper: int | None = None) -> Any:
+    kind, arg = next(iter(dist.items()))
+    if kind in ("grid", "choice"):
+        values = [v for v in arg if upper is None or v <= upper]
+        return values[rng.randint(len(values))] if values else None
+    if kind == "uniform":
+        return float(rng.uniform(arg[0], arg[1]))
+    if kind == "loguniform":
+        return float(math.exp(rng.uniform(math.log(arg[0]), math.log(arg[1]))))
+    hi = arg[1] if upper is None else min(arg[1], upper)
+    return int(rng.randint(arg[0], hi + 1)) if hi >= arg[0] else None
+
+
+def trial_points(spec: SweepSpec) -> list[dict[str, Any]]:
+    """Every trial of a grid / random sweep: each configuration with each seed, seeds adjacent."""
+    return [{**c, "seed": s} for c in expand(spec) for s in spec.seed_list]
+
+
+def optuna_space(spec: SweepSpec) -> Callable[[Any], dict[str, Any]]:
+    """A define-by-run space for OptunaSearch: suggests the space's keys (kind first, top_k bounded by
+    num_units, RIM-only keys only for rims) and returns the fixed keys as constants."""
+    base = base_config(spec)
+    order = sorted(spec.space, key=lambda k: (k != "model.kind", k == "model.top_k", k))
+
+    def define(trial) -> dict[str, Any]:
+        chosen: dict[str, Any] = {}
+        for key in order:
+            kind = chosen.get("model.kind", base["model.kind"])
+            if kind != "rims" and is_rim_only(key):
+                continue
+            dist_kind, arg = next(iter(spec.space[key].items()))
+            if key == "model.top_k":
+                units = chosen.get("model.num_units", base["model.num_units"])
+                values = arg if dist_kind in ("grid", "choice") else list(range(arg[0], arg[1] + 1))
+                valid = [v for v in values if v <= units]
+                chosen[key] = trial.suggest_int(key, min(valid), max(valid))
+            elif dist_kind in ("grid", "choice"):
+                chosen[key] = trial.suggest_categorical(key, arg)
+            elif dist_kind == "int":
+                chosen[key] = trial.suggest_int(key, arg[0], arg[1])
+            else:
+                chosen[key] = trial.suggest_float(key, arg[0], arg[1], log=dist_kind == "loguniform")
+        return {k: v for k, v in base.items() if k not in chosen}
+
+    return define

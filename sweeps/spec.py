@@ -1,0 +1,308 @@
+"""The sweep spec: pydantic models of the YAML, validated before Ray starts or any MLflow run exists.
+
+One vocabulary: the dotted keys of the spec (``model.num_units``, ``optim.lr``, ``task.blank``) are the keys of
+the Tune config, the MLflow params and the Parquet columns. Every error names its path in the spec.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from rims_core import RIMConfig, RIMConfigError
+
+from .tasks import TASKS
+
+__all__ = [
+    "DISTRIBUTIONS",
+    "RIM_ONLY",
+    "ModelSpec",
+    "OptimSpec",
+    "SchedulerSpec",
+    "SearchSpec",
+    "SpecError",
+    "SweepSpec",
+    "load_spec",
+]
+
+DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform", "int")
+# keys that exist only for model.kind == "rims": varied only for that kind, never logged for baselines
+RIM_ONLY = ("model.num_units", "model.top_k", "model.cell", "model.selection", "model.input_attention",
+            "model.comm")
+
+
+class SpecError(ValueError):
+    """A spec is invalid; ``errors`` holds (path, message) pairs, all reported at once."""
+
+    def __init__(self, errors: list[tuple[str, str]]) -> None:
+        self.errors = errors
+        super().__init__("invalid sweep spec:\n" + "\n".join(f"  {p}: {m}" for p, m in errors))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AttentionSpec(_Strict):
+    heads: int = Field(1, ge=1, description="input attention heads (paper: 1 for copying / sMNIST)")
+    key_size: int = Field(64, ge=1, description="input attention key size (paper: 64)")
+    value_size: int | None = Field(None, ge=1, description="value size per head; None = 4 x unit size")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="dropout on the input attention probabilities")
+
+
+class CommSpec(_Strict):
+    enabled: bool = Field(True, description="communication between units on/off")
+    heads: int = Field(4, ge=1)
+    key_size: int = Field(32, ge=1)
+    value_size: int = Field(32, ge=1)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+
+
+class ModelSpec(_Strict):
+    """``model.*``: the recurrent core (RIM or a baseline) and its settings."""
+
+    kind: Literal["rims", "lstm", "gru"] = Field("rims", description="model family")
+    hidden_size: int = Field(600, ge=1, description="total hidden size (divisible by num_units for rims)")
+    num_layers: int = Field(1, ge=1)
+    num_units: int = Field(6, ge=1, description="k_T (rims only)")
+    top_k: int = Field(4, ge=1, description="k_A, active units per step (rims only), <= num_units")
+    cell: Literal["lstm", "gru"] = Field("lstm", description="per-unit cell (rims only)")
+    selection: Literal["topk", "random", "all"] = Field("topk", description="selection rule (rims only)")
+    input_attention: AttentionSpec = Field(default_factory=AttentionSpec)
+    comm: CommSpec = Field(default_factory=CommSpec)
+
+
+class OptimSpec(_Strict):
+    """``optim.*``: Adam with gradient clipping."""
+
+    lr: float = Field(1e-3, gt=0, description="Adam learning rate")
+    batch_size: int = Field(64, ge=1)
+    max_steps: int = Field(1000, ge=1, description="training steps per trial")
+    grad_clip: float = Field(1.0, gt=0, description="max gradient norm")
+    eval_every: int = Field(100, ge=1, description="steps between evaluations, reports and checkpoints")
+
+
+class SearchSpec(_Strict):
+    algorithm: Literal["grid", "random", "optuna"] = "grid"
+    num_samples: int = Field(1, ge=1, description="configurations to draw (random, optuna); grid: ignored")
+    metric: str | None = Field(None, description="metric to optimise; default: the task's val objective")
+    mode: Literal["min", "max"] | None = None
+    seed: int = Field(0, description="seed of the search itself (random draws, Optuna's sampler)")
+
+
+class SchedulerSpec(_Strict):
+    name: Literal["none", "asha"] = "none"
+    grace_period: int = Field(1, ge=1, description="ASHA: evaluations before a trial can be stopped")
+    reduction_factor: float = Field(3, gt=1)
+
+
+class ResourcesSpec(_Strict):
+    cpu: float = Field(1, gt=0, description="CPUs per trial (also the trial's torch threads, rounded up)")
+    gpu: float = Field(0, ge=0, description="GPUs per trial (a fraction shares one GPU)")
+
+
+class SweepSpec(_Strict):
+    """The whole spec. ``space`` maps dotted keys to one distribution each."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="sweep name (also the results folder)")
+    experiment: str | None = Field(None, description="MLflow experiment; default: the sweep name")
+    task: dict[str, Any]
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    optim: OptimSpec = Field(default_factory=OptimSpec)
+    seeds: int | list[int] = Field(1, description="n (seeds 0..n-1) or an explicit list: every configuration runs each")
+    space: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    search: SearchSpec = Field(default_factory=SearchSpec)
+    scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    max_concurrent: int = Field(0, ge=0, description="max trials at once; 0 = as many as resources allow")
+    max_failures: int = Field(2, ge=0, description="retries of a trial after a crash (node loss), from its checkpoint")
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: int | list[int]) -> int | list[int]:
+        if isinstance(v, int) and v < 1:
+            raise ValueError(f"expected a positive number of seeds or a list, got {v}")
+        if isinstance(v, list) and (not v or len(set(v)) != len(v)):
+            raise ValueError(f"expected a non-empty list of distinct seeds, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _task_known(self) -> SweepSpec:
+        name = self.task.get("name")
+        if name not in TASKS:
+            raise ValueError(f"task.name: expected one of {sorted(TASKS)}, got {name!r}")
+        return self
+
+    @property
+    def seed_list(self) -> list[int]:
+        return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
+
+    @property
+    def task_cls(self):
+        return TASKS[self.task["name"]]
+
+    def task_settings(self, overrides: dict[str, Any] | None = None):
+        values = {k: v for k, v in self.task.items() if k != "name"}
+        values.update(overrides or {})
+        return self.task_cls.settings_model(**values)
+
+    @property
+    def objective(self) -> tuple[str, str]:
+        metric, mode = self.task_cls.objective
+        return self.search.metric or metric, self.search.mode or (mode if self.search.metric is None else "min")
+
+
+def base_config(spec: SweepSpec) -> dict[str, Any]:
+    """The fixed part of every trial's flat config: dotted keys -> values (before the space is applied)."""
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, BaseModel):
+            value = value.model_dump()
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}", v)
+        else:
+            flat[prefix] = value
+
+    walk("model", spec.model)
+    walk("optim", spec.optim)
+    for k, v in spec.task.items():
+        flat[f"task.{k}"] = v
+    return flat
+
+
+def known_keys(spec: SweepSpec) -> set[str]:
+    keys = set(base_config(spec))
+    keys |= {f"task.{k}" for k in spec.task_cls.settings_model.model_fields}
+    return keys - {"task.name"}
+
+
+def _check_distribution(path: str, dist: Any) -> list[tuple[str, str]]:
+    if not isinstance(dist, dict) or len(dist) != 1 or next(iter(dist)) not in DISTRIBUTIONS:
+        return [(path, f"expected one of {{{', '.join(d + ': ...' for d in DISTRIBUTIONS)}}}, got {dist!r}")]
+    kind, arg = next(iter(dist.items()))
+    if kind in ("grid", "choice"):
+        if not isinstance(arg, list) or not arg:
+            return [(f"{path}.{kind}", f"expected a non-empty list of values, got {arg!r}")]
+        return []
+    ok = isinstance(arg, list) and len(arg) == 2 and all(isinstance(a, int | float) and not isinstance(a, bool)
+                                                          for a in arg)
+    if not ok or not arg[0] < arg[1] + (1 if kind == "int" else 0):
+        return [(f"{path}.{kind}", f"expected [low, high] with low < high, got {arg!r}")]
+    if kind == "loguniform" and arg[0] <= 0:
+        return [(f"{path}.{kind}", f"expected low > 0 for a log-uniform range, got {arg!r}")]
+    if kind == "int" and not all(isinstance(a, int) for a in arg):
+        return [(f"{path}.{kind}", f"expected integer bounds, got {arg!r}")]
+    return []
+
+
+def validate(spec: SweepSpec) -> list[tuple[str, str]]:
+    """Checks across fields (the pydantic models check each field). Empty list = valid."""
+    errors: list[tuple[str, str]] = []
+    keys = known_keys(spec)
+    try:
+        spec.task_settings()
+    except ValidationError as e:
+        errors += [("task." + ".".join(str(p) for p in err["loc"]), err["msg"]) for err in e.errors()]
+    for key, dist in spec.space.items():
+        path = f"space.{key}"
+        if key == "seed":
+            errors.append((path, "seeds are their own axis: set `seeds: n` instead of searching over them"))
+            continue
+        if key not in keys:
+            close = sorted(k for k in keys if k.split(".")[-1] == key.split(".")[-1])
+            hint = f"; did you mean {close[0]!r}?" if close else f"; expected one of {sorted(keys)}"
+            errors.append((path, f"unknown key {key!r}{hint}"))
+            continue
+        errors += _check_distribution(path, dist)
+        if spec.search.algorithm == "grid" and isinstance(dist, dict) and next(iter(dist), None) != "grid":
+            errors.append((path, f"search.algorithm is 'grid', so every space entry must be a grid; got {dist!r}"))
+    for key in ("model.hidden_size", "model.num_units"):
+        d = spec.space.get(key)
+        if isinstance(d, dict) and next(iter(d), None) not in ("grid", "choice", None):
+            errors.append((f"space.{key}", "must be a grid or choice: hidden_size must be divisible by num_units, "
+                                            "which a range cannot guarantee"))
+    d = spec.space.get("model.top_k")
+    if spec.search.algorithm == "optuna" and isinstance(d, dict) and next(iter(d), None) in ("grid", "choice"):
+        vals = next(iter(d.values()))
+        if not (isinstance(vals, list) and vals and all(isinstance(v, int) for v in vals)
+                and sorted(vals) == list(range(min(vals), max(vals) + 1))):
+            errors.append(("space.model.top_k", "with Optuna, top_k is suggested as an integer range bounded by "
+                           f"num_units: give {{int: [low, high]}} or consecutive ints, got {vals}"))
+    metric, _ = spec.objective
+    if metric.split("/")[0] not in ("val", "train", "eval"):
+        errors.append(("search.metric", f"expected a metric like 'val/<name>', got {metric!r}"))
+    elif metric.startswith("eval/"):
+        errors.append(("search.metric", f"{metric!r} is an out-of-distribution test condition; optimise a val/ "
+                                        "metric (selecting on the test column biases the result)"))
+    elif metric.split("/", 1)[1].split("_")[0] not in spec.task_cls.metric_docs:
+        errors.append(("search.metric", f"unknown metric {metric!r} for task {spec.task['name']!r}; the task "
+                                        f"reports {sorted('val/' + m for m in spec.task_cls.metric_docs)}"))
+    if not errors:
+        errors += _check_models(spec)
+    return errors
+
+
+def _values(spec: SweepSpec, key: str) -> list[Any]:
+    d = spec.space.get(key)
+    if d is None:
+        return [base_config(spec)[key]]
+    kind, arg = next(iter(d.items()))
+    return list(arg) if kind in ("grid", "choice") else list(range(arg[0], arg[1] + 1)) if kind == "int" else []
+
+
+def _check_models(spec: SweepSpec) -> list[tuple[str, str]]:
+    """Every reachable (kind, hidden_size, num_units, top_k) gives a valid model; top_k > num_units is the
+    constraint the expansion enforces, so it is an error only when no value of top_k can satisfy it."""
+    errors: list[tuple[str, str]] = []
+    kinds = _values(spec, "model.kind")
+    if "rims" not in kinds:
+        return errors
+    units, ks = _values(spec, "model.num_units"), _values(spec, "model.top_k")
+    if ks and units and min(ks) > max(units):
+        errors.append(("space.model.top_k" if "model.top_k" in spec.space else "model.top_k",
+                       f"top_k must be <= num_units, got top_k={min(ks)} > num_units={max(units)}: "
+                       "no configuration satisfies it"))
+    for h in _values(spec, "model.hidden_size"):
+        for n in units:
+            try:
+                RIMConfig(hidden_size=h, num_units=n, top_k=1)
+            except RIMConfigError as e:
+                path = "space.model.hidden_size" if "model.hidden_size" in spec.space else "model.hidden_size"
+                errors.append((path, str(e).replace("RIMConfig: ", "")))
+    return errors
+
+
+def load_spec(source: str | Path | dict[str, Any]) -> SweepSpec:
+    """Parse and validate a spec (a YAML path or a dict). Raises SpecError listing every problem by path."""
+    if isinstance(source, dict):
+        raw = source
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise SpecError([(str(path), "no such spec file")])
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            raise SpecError([(str(path), f"malformed YAML: {e}")]) from None
+    if not isinstance(raw, dict):
+        raise SpecError([("<spec>", f"expected a mapping at the top level, got {type(raw).__name__}")])
+    try:
+        spec = SweepSpec(**raw)
+    except ValidationError as e:
+        raise SpecError([(".".join(str(p) for p in err["loc"]) or "<spec>",
+                          err["msg"].removeprefix("Value error, ") + (f" (got {err['input']!r})"
+                                                                       if err["type"] != "missing" and
+                                                                       not isinstance(err["input"], dict)
+                                                                       else ""))
+                         for err in e.errors()]) from None
+    errors = validate(spec)
+    if errors:
+        raise SpecError(errors)
+    return spec
+
+

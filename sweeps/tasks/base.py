@@ -1,0 +1,93 @@
+"""What every task provides to the trainable, and the pieces tasks share.
+
+A task turns its settings (the spec's ``task.*`` keys) and the model settings (``model.*``) into a model,
+training batches, a loss, and an evaluation on fixed data. Metric names line up across model kinds:
+``train/<m>`` (from ``loss``), ``val/<m>`` (the training distribution, held-out data: what searchers and
+schedulers optimise) and ``eval/<m>_<condition>`` (the out-of-distribution conditions the paper reports).
+Evaluation data depend on the task's settings only, never on the trial's seed, so every trial of a sweep is
+scored on the same examples and comparisons between trials are paired.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import Tensor, nn
+
+from rims_core import RIM, build_recurrent
+
+__all__ = ["EVAL_SEED", "Task", "TaskSettings", "make_core", "recurrent_core"]
+
+EVAL_SEED = 10_000  # seed of every task's evaluation data: the same for every trial
+
+
+class TaskSettings(BaseModel):
+    """Base of each task's ``task.*`` settings: unknown keys are errors, values are validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def make_core(model: dict[str, Any], input_size: int) -> nn.Module:
+    """The recurrent core from resolved ``model.*`` settings (batch_first), via rims_core.build_recurrent.
+
+    model: {"kind", "hidden_size", "num_layers", and for kind "rims": "num_units", "top_k", "cell",
+    "selection", "input_attention": {...}, "comm": {...}}.
+    """
+    kind = model["kind"]
+    rim_keys = ("num_units", "top_k", "cell", "selection", "input_attention", "comm")
+    extra = {k: model[k] for k in rim_keys if k in model} if kind == "rims" else {}
+    return build_recurrent(kind, input_size, model["hidden_size"], model.get("num_layers", 1), batch_first=True,
+                           **extra)
+
+
+def recurrent_core(model: nn.Module) -> nn.Module:
+    """The RIM / nn.LSTM / nn.GRU inside a task's model (the attribute ``rnn`` by convention)."""
+    return model.rnn
+
+
+class Task(ABC):
+    """One task of the paper. Subclasses set the class attributes and implement the four methods."""
+
+    name: ClassVar[str]
+    settings_model: ClassVar[type[TaskSettings]]
+    objective: ClassVar[tuple[str, str]]  # the val metric searchers and schedulers optimise, and "min"/"max"
+    metric_docs: ClassVar[dict[str, str]]  # metric name (without prefix/condition) -> what it measures
+
+    def __init__(self, settings: TaskSettings, model: dict[str, Any], device: torch.device | str = "cpu") -> None:
+        self.settings = settings
+        self.model_settings = model
+        self.device = torch.device(device)
+
+    @abstractmethod
+    def build_model(self) -> nn.Module:
+        """A fresh model on self.device whose recurrent core is the attribute ``rnn``."""
+
+    @abstractmethod
+    def sample_batch(self, batch_size: int, generator: torch.Generator) -> Any:
+        """A training batch drawn with ``generator`` (the trial's seed drives it)."""
+
+    @abstractmethod
+    def loss(self, model: nn.Module, batch: Any) -> tuple[Tensor, dict[str, float]]:
+        """The training loss (a scalar with grad) and train metrics by bare name (e.g. {"ce": ...})."""
+
+    @abstractmethod
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        """Metrics on fixed data: ``val/<m>`` and ``eval/<m>_<condition>``. Called under no_grad, eval mode."""
+
+    def selection_stats(self, model: nn.Module, batch: Any) -> dict[str, float]:
+        """``rims/active_frac/<unit>`` for a RIM core over one batch (empty for LSTM / GRU)."""
+        core = recurrent_core(model)
+        if not isinstance(core, RIM):
+            return {}
+        seen: list = []
+        handle = core.register_trace_hook(lambda _m, tr: seen.append(tr))
+        try:
+            with torch.no_grad():
+                self.loss(model, batch)
+        finally:
+            handle.remove()
+        frac = seen[0].active_fraction()[0]  # first layer, forward direction
+        return {f"rims/active_frac/{k}": float(v) for k, v in enumerate(frac)}

@@ -1,0 +1,136 @@
+"""The trial: a pure function of its resolved config and its checkpoint.
+
+Builds task and model from the flat config, trains with Adam and gradient clipping, evaluates every
+``optim.eval_every`` steps, then writes a checkpoint (model, optimiser, RNG states, step; written atomically),
+logs the report to MLflow in one batch and hands it to Tune. Restarted from a checkpoint it continues the
+same run: same batches, same dropout masks, the same MLflow run.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from ray import tune
+
+from rims_core import count_parameters, macs_per_step
+
+from .space import config_id, resolve
+from .tasks import TASKS
+from .tasks.base import recurrent_core
+from .tracking import TAG_CONFIG, TrialTracker
+
+__all__ = ["CHECKPOINT_FILE", "nest", "train_trial"]
+
+CHECKPOINT_FILE = "state.pt"
+
+
+def nest(flat: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """{"model.comm.enabled": x, ...} -> {"comm": {"enabled": x}, ...} for the keys under prefix."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        if not key.startswith(prefix + "."):
+            continue
+        node = out
+        *parents, leaf = key[len(prefix) + 1:].split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+def save_checkpoint(directory: Path, state: dict[str, Any]) -> None:
+    """Atomic: written to a temporary name, then renamed; a half-written file is never at the final path."""
+    tmp = directory / (CHECKPOINT_FILE + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, directory / CHECKPOINT_FILE)
+
+
+def load_checkpoint(directory: str | Path) -> dict[str, Any]:
+    return torch.load(Path(directory) / CHECKPOINT_FILE, weights_only=True)
+
+
+def train_trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
+    """Tune function trainable. ctx: tracking_uri, experiment_id, parent_run_id, sweep_id, seeds, tags, smoke."""
+    flat = dict(config)
+    if "__trial_index__" in flat:  # Optuna + Repeater: the repeat index picks the seed
+        flat["seed"] = ctx["seeds"][flat["__trial_index__"]]
+    flat = resolve(flat)
+    seed = int(flat["seed"])
+    trial_id = tune.get_context().get_trial_id()
+    threads = max(1, math.ceil(ctx.get("cpus", 1)))
+    torch.set_num_threads(threads)  # the trial's CPUs; Ray sets OMP threads for workers, not torch's pool
+    device = torch.device("cuda" if torch.cuda.is_available() and ctx.get("gpus", 0) > 0 else "cpu")
+
+    task_cls = TASKS[flat["task.name"]]
+    task_settings = {k: v for k, v in nest(flat, "task").items() if k != "name"}
+    task = task_cls(task_cls.settings_model(**task_settings), nest(flat, "model"), device)
+    optim = nest(flat, "optim")
+    torch.manual_seed(seed)
+    model = task.build_model()
+    opt = torch.optim.Adam(model.parameters(), lr=optim["lr"])
+    gen = torch.Generator().manual_seed(seed)
+    step = 0
+    ckpt = tune.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            state = load_checkpoint(d)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        gen.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        step = int(state["step"])
+
+    tracker = TrialTracker(ctx["tracking_uri"], ctx["experiment_id"], ctx["parent_run_id"], ctx["sweep_id"],
+                           trial_id, flat, {**ctx.get("tags", {}), TAG_CONFIG: config_id(flat),
+                                            "rims.device": str(device)})
+    if step == 0:
+        tracker.log({"model/num_params": count_parameters(model),
+                     "model/macs_per_step": macs_per_step(recurrent_core(model))}, 0)
+
+    max_steps, every = optim["max_steps"], optim["eval_every"]
+    sums: dict[str, float] = {}
+    n, t0 = 0, time.perf_counter()
+    batch = None
+    while step < max_steps:
+        model.train()
+        batch = task.sample_batch(optim["batch_size"], gen)
+        loss, train_m = task.loss(model, batch)
+        step += 1
+        if not torch.isfinite(loss):
+            reason = f"non-finite loss ({loss.item()}) at step {step}"
+            tracker.set_tags({"rims.failure": reason})
+            tracker.finish("FAILED")
+            tune.report({"failed": 1.0, "step": step})  # ends the trial without Tune retrying a sure failure
+            return
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), optim["grad_clip"])
+        opt.step()
+        for k, v in train_m.items():
+            sums[k] = sums.get(k, 0.0) + v
+        n += 1
+        if step % every == 0 or step == max_steps:
+            elapsed = time.perf_counter() - t0
+            model.eval()
+            with torch.no_grad():
+                metrics = {f"train/{k}": v / n for k, v in sums.items()}
+                metrics.update(task.evaluate(model))
+                metrics.update(task.selection_stats(model, batch))
+            metrics["sys/steps_per_s"] = n / elapsed
+            metrics["step"] = step
+            with tempfile.TemporaryDirectory() as d:
+                save_checkpoint(Path(d), {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                          "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                                          "step": step})
+                tracker.log(metrics, step)
+                if step == max_steps:
+                    tracker.artifact(Path(d) / CHECKPOINT_FILE)
+                tune.report({**metrics, "failed": 0.0}, checkpoint=tune.Checkpoint.from_directory(d))
+            sums, n, t0 = {}, 0, time.perf_counter()
+    tracker.finish("FINISHED")
