@@ -14,14 +14,13 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from .spec import RIM_ONLY, SweepSpec, base_config
 
-__all__ = ["config_id", "expand", "is_rim_only", "optuna_space", "resolve", "trial_points"]
+__all__ = ["OptunaSpace", "config_id", "expand", "is_rim_only", "optuna_space", "resolve", "trial_points"]
 
 
 def is_rim_only(key: str) -> bool:
@@ -97,21 +96,24 @@ def trial_points(spec: SweepSpec) -> list[dict[str, Any]]:
     return [{**c, "seed": s} for c in expand(spec) for s in spec.seed_list]
 
 
-def optuna_space(spec: SweepSpec) -> Callable[[Any], dict[str, Any]]:
-    """A define-by-run space for OptunaSearch: suggests the space's keys (kind first, top_k bounded by
-    num_units, RIM-only keys only for rims) and returns the fixed keys as constants."""
-    base = base_config(spec)
-    order = sorted(spec.space, key=lambda k: (k != "model.kind", k == "model.top_k", k))
+class OptunaSpace:
+    """A define-by-run space for OptunaSearch (picklable, so Tune can checkpoint the searcher): suggests the
+    space's keys (kind first, top_k bounded by num_units, RIM-only keys only for rims) and returns the fixed
+    keys as constants."""
 
-    def define(trial) -> dict[str, Any]:
+    def __init__(self, space: dict[str, dict[str, Any]], base: dict[str, Any]) -> None:
+        self.space, self.base = space, base
+        self.order = sorted(space, key=lambda k: (k != "model.kind", k == "model.top_k", k))
+
+    def __call__(self, trial: Any) -> dict[str, Any]:
         chosen: dict[str, Any] = {}
-        for key in order:
-            kind = chosen.get("model.kind", base["model.kind"])
+        for key in self.order:
+            kind = chosen.get("model.kind", self.base["model.kind"])
             if kind != "rims" and is_rim_only(key):
                 continue
-            dist_kind, arg = next(iter(spec.space[key].items()))
+            dist_kind, arg = next(iter(self.space[key].items()))
             if key == "model.top_k":
-                units = chosen.get("model.num_units", base["model.num_units"])
+                units = chosen.get("model.num_units", self.base["model.num_units"])
                 values = arg if dist_kind in ("grid", "choice") else list(range(arg[0], arg[1] + 1))
                 valid = [v for v in values if v <= units]
                 chosen[key] = trial.suggest_int(key, min(valid), max(valid))
@@ -121,6 +123,9 @@ def optuna_space(spec: SweepSpec) -> Callable[[Any], dict[str, Any]]:
                 chosen[key] = trial.suggest_int(key, arg[0], arg[1])
             else:
                 chosen[key] = trial.suggest_float(key, arg[0], arg[1], log=dist_kind == "loguniform")
-        return {k: v for k, v in base.items() if k not in chosen}
+        return {k: v for k, v in self.base.items() if k not in chosen}
 
-    return define
+
+def optuna_space(spec: SweepSpec) -> OptunaSpace:
+    """The define-by-run space of a spec (see OptunaSpace)."""
+    return OptunaSpace(dict(spec.space), base_config(spec))

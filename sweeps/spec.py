@@ -6,6 +6,7 @@ the Tune config, the MLflow params and the Parquet columns. Every error names it
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -214,7 +215,7 @@ def validate(spec: SweepSpec) -> list[tuple[str, str]]:
             errors.append((path, "seeds are their own axis: set `seeds: n` instead of searching over them"))
             continue
         if key not in keys:
-            close = sorted(k for k in keys if k.split(".")[-1] == key.split(".")[-1])
+            close = difflib.get_close_matches(key, sorted(keys), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; expected one of {sorted(keys)}"
             errors.append((path, f"unknown key {key!r}{hint}"))
             continue
@@ -291,15 +292,24 @@ def load_spec(source: str | Path | dict[str, Any]) -> SweepSpec:
             raise SpecError([(str(path), f"malformed YAML: {e}")]) from None
     if not isinstance(raw, dict):
         raise SpecError([("<spec>", f"expected a mapping at the top level, got {type(raw).__name__}")])
+    errors: list[tuple[str, str]] = []
+    task = raw.get("task")
+    if not isinstance(task, dict) or task.get("name") not in TASKS:
+        got = task.get("name") if isinstance(task, dict) else task
+        errors.append(("task.name", f"expected one of {sorted(TASKS)}, got {got!r}"))
     try:
         spec = SweepSpec(**raw)
     except ValidationError as e:
-        raise SpecError([(".".join(str(p) for p in err["loc"]) or "<spec>",
-                          err["msg"].removeprefix("Value error, ") + (f" (got {err['input']!r})"
-                                                                       if err["type"] != "missing" and
-                                                                       not isinstance(err["input"], dict)
-                                                                       else ""))
-                         for err in e.errors()]) from None
+        for err in e.errors():
+            path = ".".join(str(p) for p in err["loc"]) or "<spec>"
+            msg = err["msg"].removeprefix("Value error, ")
+            if path == "<spec>" and msg.startswith("task.name:"):
+                continue  # reported above with its path
+            shown = err["type"] != "missing" and not isinstance(err["input"], dict)
+            errors.append((path, msg + (f" (got {err['input']!r})" if shown else "")))
+        raise SpecError(errors) from None
+    if errors:
+        raise SpecError(errors)
     errors = validate(spec)
     if errors:
         raise SpecError(errors)

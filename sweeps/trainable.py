@@ -12,6 +12,7 @@ import math
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from .tasks import TASKS
 from .tasks.base import recurrent_core
 from .tracking import TAG_CONFIG, TrialTracker
 
-__all__ = ["CHECKPOINT_FILE", "nest", "train_trial"]
+__all__ = ["CHECKPOINT_FILE", "load_checkpoint", "nest", "run_trial", "save_checkpoint", "train_trial"]
 
 CHECKPOINT_FILE = "state.pt"
 
@@ -56,15 +57,33 @@ def load_checkpoint(directory: str | Path) -> dict[str, Any]:
 
 
 def train_trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
-    """Tune function trainable. ctx: tracking_uri, experiment_id, parent_run_id, sweep_id, seeds, tags, smoke."""
+    """The Tune function trainable: run_trial with Tune's checkpoint, trial id and report."""
+    ckpt = tune.get_checkpoint()
+
+    def report(metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None)
+
+    trial_id = tune.get_context().get_trial_id()
+    if ckpt is None:
+        run_trial(config, ctx, trial_id=trial_id, checkpoint_dir=None, report=report)
+    else:
+        with ckpt.as_directory() as d:
+            run_trial(config, ctx, trial_id=trial_id, checkpoint_dir=Path(d), report=report)
+
+
+def run_trial(config: dict[str, Any], ctx: dict[str, Any], *, trial_id: str, checkpoint_dir: Path | None,
+              report: Callable[[dict[str, float], Path | None], None]) -> None:
+    """Train one trial from its config (and its last checkpoint, if any), reporting every eval_every steps.
+
+    ctx: tracking_uri, experiment_id, parent_run_id, sweep_id, seeds, tags, cpus, gpus.
+    report(metrics, checkpoint_dir) is called with a directory that holds the checkpoint of that report.
+    """
     flat = dict(config)
     if "__trial_index__" in flat:  # Optuna + Repeater: the repeat index picks the seed
         flat["seed"] = ctx["seeds"][flat["__trial_index__"]]
     flat = resolve(flat)
     seed = int(flat["seed"])
-    trial_id = tune.get_context().get_trial_id()
-    threads = max(1, math.ceil(ctx.get("cpus", 1)))
-    torch.set_num_threads(threads)  # the trial's CPUs; Ray sets OMP threads for workers, not torch's pool
+    torch.set_num_threads(max(1, math.ceil(ctx.get("cpus", 1))))  # Ray sets OMP threads, not torch's pool
     device = torch.device("cuda" if torch.cuda.is_available() and ctx.get("gpus", 0) > 0 else "cpu")
 
     task_cls = TASKS[flat["task.name"]]
@@ -76,10 +95,8 @@ def train_trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     opt = torch.optim.Adam(model.parameters(), lr=optim["lr"])
     gen = torch.Generator().manual_seed(seed)
     step = 0
-    ckpt = tune.get_checkpoint()
-    if ckpt is not None:
-        with ckpt.as_directory() as d:
-            state = load_checkpoint(d)
+    if checkpoint_dir is not None:
+        state = load_checkpoint(checkpoint_dir)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         gen.set_state(state["generator"])
@@ -106,7 +123,7 @@ def train_trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
             reason = f"non-finite loss ({loss.item()}) at step {step}"
             tracker.set_tags({"rims.failure": reason})
             tracker.finish("FAILED")
-            tune.report({"failed": 1.0, "step": step})  # ends the trial without Tune retrying a sure failure
+            report({"failed": 1.0, "step": step}, None)  # ends the trial; Tune does not retry a sure failure
             return
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -131,6 +148,6 @@ def train_trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
                 tracker.log(metrics, step)
                 if step == max_steps:
                     tracker.artifact(Path(d) / CHECKPOINT_FILE)
-                tune.report({**metrics, "failed": 0.0}, checkpoint=tune.Checkpoint.from_directory(d))
+                report({**metrics, "failed": 0.0}, Path(d))
             sums, n, t0 = {}, 0, time.perf_counter()
     tracker.finish("FINISHED")

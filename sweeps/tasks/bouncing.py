@@ -172,7 +172,8 @@ class BouncingModel(nn.Module):
         P = frame_size * frame_size
         # An empty frame (all zeros) is encoded to relu(b1) W2 + b2, a learnt vector, not the zero vector the
         # RIM's input attention offers as the null input: "no ball visible" stays an observation.
-        self.encoder = nn.Sequential(nn.Flatten(-2), nn.Linear(P, width), nn.ReLU(), nn.Linear(width, embed_size))
+        self.encoder = nn.Sequential(nn.Flatten(-2), nn.Linear(P, width), nn.ReLU(), nn.Linear(width, embed_size),
+                                     nn.LayerNorm(embed_size))
         self.rnn = make_core(model, input_size=embed_size)
         self.decoder = nn.Sequential(nn.Linear(model["hidden_size"], width), nn.ReLU(), nn.Linear(width, P),
                                      nn.Unflatten(-1, (frame_size, frame_size)))

@@ -228,16 +228,17 @@ class SmnistTask(Task):
             x = rescale_binarize(images, r, max_value).reshape(len(images), r * r)  # (N, L) row-major
             return torch.from_numpy(x).to(self.device), torch.as_tensor(labels, dtype=torch.int64, device=self.device)
 
+        # Each is (x (N, L) uint8 pixels, y (N,) int64 labels), on self.device; eval_data is keyed by resolution.
         r0 = s.train_resolution
-        self._train = seqs(tr_x[train], tr_y[train], r0)  # uint8 cache: 60000 x 196 bytes for MNIST
-        self._val = seqs(tr_x[val], tr_y[val], r0)
-        self._eval = {r: seqs(te_x[test], te_y[test], r) for r in dict.fromkeys([r0, *s.test_resolutions])}
+        self.train_data = seqs(tr_x[train], tr_y[train], r0)  # uint8 cache: 60000 x 196 bytes for MNIST
+        self.val_data = seqs(tr_x[val], tr_y[val], r0)
+        self.eval_data = {r: seqs(te_x[test], te_y[test], r) for r in dict.fromkeys([r0, *s.test_resolutions])}
 
     def build_model(self) -> nn.Module:
         return SmnistModel(self.model_settings).to(self.device)
 
     def sample_batch(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        x, y = self._train
+        x, y = self.train_data
         idx = torch.randint(0, len(x), (batch_size,), generator=generator).to(self.device)
         return x[idx].long(), y[idx]
 
@@ -255,7 +256,7 @@ class SmnistTask(Task):
         return {"ce": ce_sum / len(x), "acc": correct / len(x)}
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
-        out = {f"val/{k}": v for k, v in self._score(model, *self._val).items()}
-        for r, xy in self._eval.items():
+        out = {f"val/{k}": v for k, v in self._score(model, *self.val_data).items()}
+        for r, xy in self.eval_data.items():
             out.update({f"eval/{k}_res{r}": v for k, v in self._score(model, *xy).items()})
         return out

@@ -1,0 +1,104 @@
+"""The trial: resumes from a checkpoint to the same result, continues its MLflow run, fails cleanly on NaN."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from sweeps.space import resolve
+from sweeps.spec import base_config, load_spec
+from sweeps.tracking import SweepTracker
+from sweeps.trainable import CHECKPOINT_FILE, nest, run_trial
+
+SPEC = {"name": "t", "task": {"name": "copying", "blank": 3, "test_blanks": [6], "eval_size": 16},
+        "model": {"kind": "rims", "hidden_size": 12, "num_units": 3, "top_k": 2},
+        "optim": {"lr": 0.01, "batch_size": 8, "max_steps": 6, "eval_every": 2}}
+
+
+def config(**over):
+    flat = {**base_config(load_spec(SPEC)), "seed": 0, **over}
+    return resolve(flat)
+
+
+@pytest.fixture
+def ctx(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sweeper = SweepTracker(uri, "trainable-test")
+    parent = sweeper.start("sweep-1", {"search.algorithm": "grid"}, {}, "name: t\n")
+    return {"tracking_uri": uri, "experiment_id": sweeper.experiment_id, "parent_run_id": parent,
+            "sweep_id": "sweep-1", "seeds": [0], "tags": {"rims.git_sha": "abc"}, "cpus": 1}
+
+
+def collect(tmp_path: Path, name: str):
+    reports, ckpts = [], {}
+
+    def report(metrics, d):
+        reports.append(metrics)
+        if d is not None:
+            dest = tmp_path / f"{name}-{metrics['step']}"
+            shutil.copytree(d, dest)
+            ckpts[metrics["step"]] = dest
+
+    return reports, ckpts, report
+
+
+def comparable(m):
+    return {k: v for k, v in m.items() if not k.startswith("sys/")}
+
+
+def test_nest_turns_dotted_keys_into_settings():
+    assert nest({"model.comm.enabled": False, "model.kind": "rims", "optim.lr": 1}, "model") == {
+        "comm": {"enabled": False}, "kind": "rims"}
+
+
+def test_resume_from_a_checkpoint_gives_the_same_run(tmp_path, ctx):
+    reports, ckpts, report = collect(tmp_path, "a")
+    run_trial(config(), ctx, trial_id="a", checkpoint_dir=None, report=report)
+    assert [r["step"] for r in reports] == [2, 4, 6]
+    assert (ckpts[2] / CHECKPOINT_FILE).exists()
+    resumed, _, report_b = collect(tmp_path, "b")
+    run_trial(config(), ctx, trial_id="b", checkpoint_dir=ckpts[2], report=report_b)
+    assert [r["step"] for r in resumed] == [4, 6]
+    assert comparable(resumed[-1]) == comparable(reports[-1])  # bit-for-bit: batches, dropout, Adam state
+    other, _, report_c = collect(tmp_path, "c")
+    run_trial(config(seed=1), ctx, trial_id="c", checkpoint_dir=None, report=report_c)
+    assert comparable(other[-1]) != comparable(reports[-1])  # and the seed does matter
+
+
+def test_a_restarted_trial_continues_its_mlflow_run_without_duplicate_steps(tmp_path, ctx):
+    _reports, ckpts, report = collect(tmp_path, "a")
+    run_trial(config(), ctx, trial_id="a", checkpoint_dir=None, report=report)
+    run_trial(config(), ctx, trial_id="a", checkpoint_dir=ckpts[2], report=lambda m, d: None)  # a restart
+    client = MlflowClient(ctx["tracking_uri"])
+    runs = client.search_runs([ctx["experiment_id"]], filter_string="tags.`rims.trial_id` = 'a'")
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["mlflow.parentRunId"] == ctx["parent_run_id"]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val/ce")] == [2, 4, 6]
+    assert run.data.params["model.num_units"] == "3" and run.data.params["task.test_blanks"] == "[6]"
+    assert {"rims.sweep_id", "rims.trial_id", "rims.seed", "rims.config_id", "rims.git_sha"} <= set(run.data.tags)
+    assert run.data.metrics["model/num_params"] > 0 and run.data.metrics["model/macs_per_step"] > 0
+    assert {"rims/active_frac/0", "eval/ce_blank6", "val/acc", "train/ce"} <= set(run.data.metrics)
+    assert sorted(a.path for a in client.list_artifacts(run.info.run_id)) == ["config.json", CHECKPOINT_FILE]
+
+
+def test_baseline_trial_logs_no_rim_only_params(tmp_path, ctx):
+    run_trial(config(**{"model.kind": "lstm"}), ctx, trial_id="l", checkpoint_dir=None, report=lambda m, d: None)
+    run = MlflowClient(ctx["tracking_uri"]).search_runs([ctx["experiment_id"]])[0]
+    assert run.data.params["model.kind"] == "lstm"
+    assert not any(k.startswith(("model.num_units", "model.top_k", "model.comm")) for k in run.data.params)
+    assert not any(k.startswith("rims/") for k in run.data.metrics)
+
+
+def test_non_finite_loss_ends_the_trial_as_failed_with_its_reason(tmp_path, ctx):
+    reports, _, report = collect(tmp_path, "nan")
+    run_trial(config(**{"optim.lr": 1e30, "optim.grad_clip": 1e30}), ctx, trial_id="n", checkpoint_dir=None,
+              report=report)
+    assert reports[-1]["failed"] == 1.0
+    run = MlflowClient(ctx["tracking_uri"]).search_runs([ctx["experiment_id"]])[0]
+    assert run.info.status == "FAILED"
+    assert "non-finite loss" in run.data.tags["rims.failure"]
