@@ -17,7 +17,7 @@ test: $(STAMP)
 	$(PY) -m pytest -m "not gpu"
 
 demo: $(STAMP)
-	$(VENV)/bin/rims demo
+	$(VENV)/bin/rims sweep run sweeps/specs/copying_demo.yaml
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

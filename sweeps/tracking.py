@@ -7,6 +7,7 @@ steps beyond what the run already holds, so MLflow's append-only histories get n
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from importlib import metadata
@@ -51,7 +52,12 @@ def is_local_uri(uri: str) -> bool:
 
 
 def git_state(cwd: Path | None = None) -> tuple[str, bool]:
-    """(sha, dirty) of the working tree the sweep is submitted from; ("unknown", False) outside git."""
+    """(sha, dirty) of the working tree the sweep is submitted from; ("unknown", False) outside git.
+
+    RIMS_GIT_SHA / RIMS_GIT_DIRTY, when set, win: for jobs whose working copy has no .git.
+    """
+    if os.environ.get("RIMS_GIT_SHA"):
+        return os.environ["RIMS_GIT_SHA"], os.environ.get("RIMS_GIT_DIRTY", "false").lower() == "true"
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10,
                              check=True).stdout.strip()

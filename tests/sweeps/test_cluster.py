@@ -1,0 +1,146 @@
+"""Cluster mode for real: `ray start --head` on free ports, `mlflow server` on 127.0.0.1, `ray job submit`
+of `rims sweep run ... --address auto --mlflow-uri http://...`, exactly as the README shows; then the runs are
+read back over HTTP. Only the processes this test started are stopped (by PID: `ray stop` would stop every
+Ray process on the machine)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+# .git travels, so the job's copy knows the submitting tree's commit and changes
+EXCLUDES = [".venv", "ray_results", "mlflow.db", "mlartifacts", ".pytest_cache", ".hypothesis", ".ruff_cache"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pids_with(marker: str) -> list[int]:
+    """PIDs whose command line contains marker (our unique temp dir / port)."""
+    out = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if marker in cmd and int(proc.name) != os.getpid():
+                out.append(int(proc.name))
+    return out
+
+
+def kill(pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def wait_http(url: str, timeout: float = 60) -> None:
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return  # it answered (the dashboard says 401 without Ray's auth token): it is up
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    temp = Path(f"/tmp/rimsray{os.getpid()}")  # short: Ray's socket paths must stay under 108 bytes
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    gcs, dash, ml = free_port(), free_port(), free_port()
+    started_ray = False
+    mlflow_proc = None
+    try:
+        subprocess.run([str(BIN / "ray"), "start", "--head", f"--port={gcs}", "--num-cpus=2",
+                        "--node-ip-address=127.0.0.1", f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1",
+                        "--include-dashboard=true", f"--temp-dir={temp}", "--disable-usage-stats"],
+                       check=True, env=env, capture_output=True, timeout=120)
+        started_ray = True
+        mlflow_proc = subprocess.Popen(
+            [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(ml), "--workers", "1",
+             "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+             "--default-artifact-root", str(tmp_path / "artifacts")],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        wait_http(f"http://127.0.0.1:{ml}/health")
+        wait_http(f"http://127.0.0.1:{dash}/api/version")
+        yield {"env": env, "gcs": gcs, "dashboard": f"http://127.0.0.1:{dash}", "mlflow": f"http://127.0.0.1:{ml}"}
+    finally:
+        if mlflow_proc is not None:
+            os.killpg(mlflow_proc.pid, signal.SIGKILL)
+        if started_ray:
+            kill(pids_with(str(temp)) + pids_with(f"--port={gcs}") + pids_with(f":{gcs}"))
+
+
+def test_ray_job_submit_sweep_to_a_running_cluster_logs_to_an_mlflow_server(cluster, tmp_path):
+    spec = tmp_path / "cluster.yaml"
+    spec.write_text(yaml.safe_dump({
+        "name": "cluster", "task": {"name": "copying", "blank": 3, "test_blanks": [6], "eval_size": 16},
+        "model": {"kind": "rims", "hidden_size": 12, "num_units": 3, "top_k": 2},
+        "optim": {"lr": 0.01, "batch_size": 8, "max_steps": 4, "eval_every": 2},
+        "space": {"model.kind": {"grid": ["rims", "lstm"]}}}))
+    cmd = [str(BIN / "ray"), "job", "submit", "--address", cluster["dashboard"], "--working-dir", str(REPO),
+           "--runtime-env-json", json.dumps({"excludes": EXCLUDES}), "--",
+           str(BIN / "rims"), "sweep", "run", str(spec), "--address", "auto", "--mlflow-uri", cluster["mlflow"],
+           "--storage-path", str(tmp_path / "results"), "--quiet"]
+    proc = subprocess.run(cmd, env=cluster["env"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "2 trials, 2 completed" in proc.stdout, proc.stdout[-3000:]
+    client = MlflowClient(cluster["mlflow"])
+    exp = client.get_experiment_by_name("cluster")
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    kids = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and len(kids) == 2
+    assert {r.data.params["model.kind"] for r in kids} == {"rims", "lstm"}
+    assert all(r.info.status == "FINISHED" and r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+               for r in kids)
+    # the sha is the submitting working tree's
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    assert parents[0].data.tags["rims.git_sha"] == head
+
+
+def test_local_tracking_store_is_refused_on_a_multi_node_cluster(tmp_path):
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from sweeps.runner import check_cluster
+    from sweeps.spec import SpecError, load_spec
+
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    c.add_node(num_cpus=1)
+    try:
+        ray.init(address=c.address, include_dashboard=False, log_to_driver=False)
+        spec = load_spec({"name": "x", "task": {"name": "copying"}, "resources": {"cpu": 2}})
+        with pytest.raises(SpecError) as info:
+            check_cluster(spec, f"sqlite:///{tmp_path / 'mlflow.db'}")
+        msg = str(info.value)
+        assert "--mlflow-uri" in msg and "mlflow server" in msg
+        assert "resources.cpu" in msg and "largest node has 1.0" in msg
+    finally:
+        ray.shutdown()
+        c.shutdown()
