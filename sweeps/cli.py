@@ -84,6 +84,43 @@ def _sweep_run(args: argparse.Namespace) -> int:
     return 0 if c["errored"] < c["trials"] else 1
 
 
+SUBMIT_EXCLUDES = [".venv", ".git", "ray_results", "mlflow.db", "mlartifacts", "mlruns", ".pytest_cache",
+                   ".hypothesis", ".ruff_cache"]
+
+
+def submit_command(args: argparse.Namespace) -> list[str]:
+    """The `ray job submit` that runs `rims sweep run SPEC --address auto` on the cluster, carrying the
+    submitting tree's git state (the job's copy of the working directory has no .git)."""
+    import json
+    import shutil
+
+    from .tracking import git_state
+
+    sha, dirty = git_state()
+    runtime_env = {"excludes": SUBMIT_EXCLUDES, "env_vars": {"RIMS_GIT_SHA": sha, "RIMS_GIT_DIRTY": str(dirty)}}
+    rims = shutil.which("rims") or str(Path(sys.executable).parent / "rims")
+    ray = shutil.which("ray") or str(Path(sys.executable).parent / "ray")
+    cmd = [ray, "job", "submit", "--address", args.address, "--working-dir", args.working_dir,
+           "--runtime-env-json", json.dumps(runtime_env), "--", rims, "sweep", "run", args.spec, "--address", "auto"]
+    for flag in ("mlflow_uri", "storage_path"):
+        if getattr(args, flag):
+            cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    cmd += [f"--{f}" for f in ("resume", "smoke", "quiet") if getattr(args, f)]
+    return cmd
+
+
+def _sweep_submit(args: argparse.Namespace) -> int:
+    import shlex
+    import subprocess
+
+    spec, _ = _load(args.spec)  # refuse a bad spec here, before anything reaches the cluster
+    if spec is None:
+        return 2
+    cmd = submit_command(args)
+    print("+ " + shlex.join(cmd), flush=True)
+    return subprocess.call(cmd)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rims", description="Recurrent Independent Mechanisms at scale.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -111,6 +148,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--smoke", action="store_true", help="run every trial for a few steps only")
     r.add_argument("--quiet", action="store_true", help="no progress table, less logging")
     r.set_defaults(func=_sweep_run)
+    sb = ssub.add_parser("submit", help="submit `rims sweep run SPEC --address auto` to a cluster with ray job submit")
+    sb.add_argument("spec", help="path to the YAML spec, relative to --working-dir")
+    sb.add_argument("--address", required=True, help="the cluster's job server, e.g. http://HEAD:8265")
+    sb.add_argument("--working-dir", default=".", help="uploaded to the cluster (default: this directory)")
+    sb.add_argument("--mlflow-uri", default=None, help="a tracking server every node reaches (http://HEAD:5000)")
+    sb.add_argument("--storage-path", default=None, help="shared storage for results and checkpoints")
+    sb.add_argument("--resume", action="store_true")
+    sb.add_argument("--smoke", action="store_true")
+    sb.add_argument("--quiet", action="store_true")
+    sb.set_defaults(func=_sweep_submit)
     return p
 
 

@@ -6,7 +6,6 @@ Ray process on the machine)."""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import socket
@@ -25,8 +24,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-# .git travels, so the job's copy knows the submitting tree's commit and changes
-EXCLUDES = [".venv", "ray_results", "mlflow.db", "mlartifacts", ".pytest_cache", ".hypothesis", ".ruff_cache"]
 
 
 def free_port() -> int:
@@ -88,6 +85,13 @@ def cluster(tmp_path):
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         wait_http(f"http://127.0.0.1:{ml}/health")
         wait_http(f"http://127.0.0.1:{dash}/api/version")
+        # the job agent registers a few seconds after the dashboard answers: wait for a trivial job to go through
+        for _ in range(60):
+            probe = subprocess.run([str(BIN / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dash}",
+                                    "--", "true"], env=env, capture_output=True, text=True, timeout=120)
+            if probe.returncode == 0:
+                break
+            time.sleep(2)
         yield {"env": env, "gcs": gcs, "dashboard": f"http://127.0.0.1:{dash}", "mlflow": f"http://127.0.0.1:{ml}"}
     finally:
         if mlflow_proc is not None:
@@ -103,12 +107,12 @@ def test_ray_job_submit_sweep_to_a_running_cluster_logs_to_an_mlflow_server(clus
         "model": {"kind": "rims", "hidden_size": 12, "num_units": 3, "top_k": 2},
         "optim": {"lr": 0.01, "batch_size": 8, "max_steps": 4, "eval_every": 2},
         "space": {"model.kind": {"grid": ["rims", "lstm"]}}}))
-    cmd = [str(BIN / "ray"), "job", "submit", "--address", cluster["dashboard"], "--working-dir", str(REPO),
-           "--runtime-env-json", json.dumps({"excludes": EXCLUDES}), "--",
-           str(BIN / "rims"), "sweep", "run", str(spec), "--address", "auto", "--mlflow-uri", cluster["mlflow"],
-           "--storage-path", str(tmp_path / "results"), "--quiet"]
-    proc = subprocess.run(cmd, env=cluster["env"], capture_output=True, text=True, timeout=600)
+    # `rims sweep submit` runs `ray job submit --working-dir . -- rims sweep run SPEC --address auto ...`
+    cmd = [str(BIN / "rims"), "sweep", "submit", str(spec), "--address", cluster["dashboard"],
+           "--mlflow-uri", cluster["mlflow"], "--storage-path", str(tmp_path / "results"), "--quiet"]
+    proc = subprocess.run(cmd, env=cluster["env"], capture_output=True, text=True, timeout=600, cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.startswith("+ ") and " job submit " in proc.stdout.splitlines()[0]
     assert "2 trials, 2 completed" in proc.stdout, proc.stdout[-3000:]
     client = MlflowClient(cluster["mlflow"])
     exp = client.get_experiment_by_name("cluster")
