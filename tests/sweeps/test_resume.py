@@ -1,0 +1,68 @@
+"""`rims sweep run --resume` after the driver is SIGKILLed mid-sweep: every trial finishes, no MLflow run is
+duplicated, the parent run is the same, no metric step is logged twice."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+BIN = Path(sys.executable).parent
+
+
+def finished_children(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db, timeout=5) as con:
+            return con.execute("select count(*) from runs r join tags t on r.run_uuid = t.run_uuid "
+                               "where t.key = 'mlflow.parentRunId' and r.status = 'FINISHED'").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def test_resume_after_sigkill_of_the_driver(tmp_path):
+    spec = tmp_path / "resume.yaml"
+    spec.write_text(yaml.safe_dump({
+        "name": "resume", "task": {"name": "copying", "blank": 3, "test_blanks": [6], "eval_size": 16},
+        "model": {"kind": "rims", "hidden_size": 12, "num_units": 3},
+        "optim": {"lr": 0.01, "batch_size": 8, "max_steps": 60, "eval_every": 10}, "seeds": 2,
+        "space": {"model.top_k": {"grid": [1, 2, 3]}}, "max_concurrent": 1}))
+    db = tmp_path / "mlflow.db"
+    args = [str(BIN / "rims"), "sweep", "run", str(spec), "--storage-path", str(tmp_path / "results"),
+            "--mlflow-uri", f"sqlite:///{db}", "--quiet"]
+    env = {**os.environ, "RAY_ADDRESS": ""}
+    driver = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while finished_children(db) < 2 and time.time() < deadline and driver.poll() is None:
+        time.sleep(0.5)
+    assert driver.poll() is None, "the sweep ended before it could be interrupted"
+    assert finished_children(db) >= 2
+    os.kill(driver.pid, signal.SIGKILL)
+    driver.wait()
+    done_before = finished_children(db)
+    assert done_before < 6
+    time.sleep(2)
+    proc = subprocess.run([*args, "--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "6 trials, 6 completed" in proc.stdout, proc.stdout[-2000:]
+    client = MlflowClient(f"sqlite:///{db}")
+    runs = client.search_runs([client.get_experiment_by_name("resume").experiment_id], max_results=100)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    kids = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(kids) == 6 and len({r.data.tags["rims.trial_id"] for r in kids}) == 6
+    assert all(r.info.status == "FINISHED" for r in kids)
+    for r in kids:
+        steps = [m.step for m in client.get_metric_history(r.info.run_id, "val/ce")]
+        assert steps == [10, 20, 30, 40, 50, 60], (r.data.tags["rims.trial_id"], steps)
