@@ -19,6 +19,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 __all__ = [
+    "NullTracker",
     "SweepTracker",
     "TrialTracker",
     "absolute_tracking_uri",
@@ -103,6 +104,20 @@ class SweepTracker:
         self.client.log_batch(run_id, metrics=[Metric(f"sweep/{k}", float(v), now, 0)
                                                for k, v in summary.get("counts", {}).items()])
         self.client.set_terminated(run_id, status)
+
+
+class NullTracker:
+    """Tracking off (benchmarks, tests of the training loop alone): same interface, does nothing."""
+
+    run_id, last_step = "", -1
+
+    def log(self, metrics: dict[str, float], step: int) -> None: ...
+
+    def set_tags(self, tags: dict[str, str]) -> None: ...
+
+    def artifact(self, path: str | Path) -> None: ...
+
+    def finish(self, status: str = "FINISHED") -> None: ...
 
 
 class TrialTracker:

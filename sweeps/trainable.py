@@ -24,7 +24,7 @@ from rims_core import count_parameters, macs_per_step
 from .space import config_id, resolve
 from .tasks import TASKS
 from .tasks.base import recurrent_core
-from .tracking import TAG_CONFIG, TrialTracker
+from .tracking import TAG_CONFIG, NullTracker, TrialTracker
 
 __all__ = ["CHECKPOINT_FILE", "load_checkpoint", "nest", "run_trial", "save_checkpoint", "train_trial"]
 
@@ -75,7 +75,7 @@ def run_trial(config: dict[str, Any], ctx: dict[str, Any], *, trial_id: str, che
               report: Callable[[dict[str, float], Path | None], None]) -> None:
     """Train one trial from its config (and its last checkpoint, if any), reporting every eval_every steps.
 
-    ctx: tracking_uri, experiment_id, parent_run_id, sweep_id, seeds, tags, cpus, gpus.
+    ctx: tracking_uri (None: tracking off), experiment_id, parent_run_id, sweep_id, seeds, tags, cpus, gpus.
     report(metrics, checkpoint_dir) is called with a directory that holds the checkpoint of that report.
     """
     flat = dict(config)
@@ -103,9 +103,9 @@ def run_trial(config: dict[str, Any], ctx: dict[str, Any], *, trial_id: str, che
         torch.set_rng_state(state["torch_rng"])
         step = int(state["step"])
 
-    tracker = TrialTracker(ctx["tracking_uri"], ctx["experiment_id"], ctx["parent_run_id"], ctx["sweep_id"],
-                           trial_id, flat, {**ctx.get("tags", {}), TAG_CONFIG: config_id(flat),
-                                            "rims.device": str(device)})
+    tracker = NullTracker() if ctx.get("tracking_uri") is None else TrialTracker(
+        ctx["tracking_uri"], ctx["experiment_id"], ctx["parent_run_id"], ctx["sweep_id"], trial_id, flat,
+        {**ctx.get("tags", {}), TAG_CONFIG: config_id(flat), "rims.device": str(device)})
     if step == 0:
         tracker.log({"model/num_params": count_parameters(model),
                      "model/macs_per_step": macs_per_step(recurrent_core(model))}, 0)
