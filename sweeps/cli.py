@@ -84,6 +84,20 @@ def _sweep_run(args: argparse.Namespace) -> int:
     return 0 if c["errored"] < c["trials"] else 1
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_run, parse_overrides
+    from .tracking import absolute_tracking_uri
+
+    try:
+        metrics = evaluate_run(args.run_id, parse_overrides(args.set), absolute_tracking_uri(args.mlflow_uri))
+    except ValueError as e:
+        print(f"rims: {e}", file=sys.stderr)
+        return 2
+    for k, v in sorted(metrics.items()):
+        print(f"{k:32s} {v:.4f}")
+    return 0
+
+
 SUBMIT_EXCLUDES = [".venv", ".git", "ray_results", "mlflow.db", "mlartifacts", "mlruns", ".pytest_cache",
                    ".hypothesis", ".ruff_cache"]
 
@@ -158,6 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--smoke", action="store_true")
     sb.add_argument("--quiet", action="store_true")
     sb.set_defaults(func=_sweep_submit)
+
+    e = sub.add_parser("eval", help="re-evaluate a finished trial's checkpoint on new conditions, logged to its run")
+    e.add_argument("run_id", help="the trial's MLflow run id")
+    e.add_argument("--set", action="append", default=[], metavar="task.KEY=VALUE",
+                   help="evaluation settings to change, e.g. task.test_blanks=400,800 (repeatable)")
+    e.add_argument("--mlflow-uri", default=None, help="default sqlite:///<cwd>/mlflow.db")
+    e.set_defaults(func=_eval)
     return p
 
 

@@ -102,3 +102,25 @@ def test_non_finite_loss_ends_the_trial_as_failed_with_its_reason(tmp_path, ctx)
     run = MlflowClient(ctx["tracking_uri"]).search_runs([ctx["experiment_id"]])[0]
     assert run.info.status == "FAILED"
     assert "non-finite loss" in run.data.tags["rims.failure"]
+
+
+def test_rims_eval_reevaluates_a_finished_trial_on_new_conditions(tmp_path, ctx):
+    import subprocess
+    import sys
+
+    run_trial(config(), ctx, trial_id="e", checkpoint_dir=None, report=lambda m, d: None)
+    client = MlflowClient(ctx["tracking_uri"])
+    run = client.search_runs([ctx["experiment_id"]], filter_string="tags.`rims.trial_id` = 'e'")[0]
+    before = run.data.metrics["eval/ce_blank6"]
+    proc = subprocess.run([sys.executable, "-m", "sweeps.cli", "eval", run.info.run_id, "--set",
+                           "task.test_blanks=6,12", "--mlflow-uri", ctx["tracking_uri"]],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "eval/ce_blank12" in proc.stdout
+    after = client.get_run(run.info.run_id)
+    assert "eval/ce_blank12" in after.data.metrics
+    assert after.data.metrics["eval/ce_blank6"] == pytest.approx(before)  # same checkpoint, same fixed data
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "eval/ce_blank12")] == [6]
+    bad = subprocess.run([sys.executable, "-m", "sweeps.cli", "eval", run.info.run_id, "--set", "model.top_k=3",
+                          "--mlflow-uri", ctx["tracking_uri"]], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "expected task.<key>=<value>" in bad.stderr
