@@ -55,6 +55,7 @@ def check_cluster(spec: SweepSpec, tracking_uri: str) -> None:
         errors.append(("--mlflow-uri", f"the cluster has {len(nodes)} nodes but the tracking store {tracking_uri} "
                                        "is local to this machine; start `mlflow server --host <head address> "
                                        "--port 5000 ...` and pass --mlflow-uri http://<head address>:5000"))
+    errors += spec.task_cls.preflight(spec.task_settings())
     if errors:
         raise SpecError(errors)
 

@@ -3,7 +3,8 @@ same metric names for every model kind (see base.py)."""
 
 from .base import Task
 from .copying import CopyingTask
+from .smnist import SmnistTask
 
-TASKS: dict[str, type[Task]] = {t.name: t for t in (CopyingTask,)}
+TASKS: dict[str, type[Task]] = {t.name: t for t in (CopyingTask, SmnistTask)}
 
 __all__ = ["TASKS", "Task"]

@@ -61,6 +61,12 @@ class Task(ABC):
         self.model_settings = model
         self.device = torch.device(device)
 
+    @classmethod
+    def preflight(cls, settings: TaskSettings) -> list[tuple[str, str]]:
+        """Checks that depend on the machine (data files present): (path, message) pairs, empty if fine.
+        Run by the runner where the sweep runs, right after connecting, before any trial or MLflow run."""
+        return []
+
     @abstractmethod
     def build_model(self) -> nn.Module:
         """A fresh model on self.device whose recurrent core is the attribute ``rnn``."""

@@ -95,17 +95,25 @@ def _find(data_dir: Path, name: str) -> Path | None:
     return next((p for p in (data_dir / name, data_dir / f"{name}.gz") if p.is_file()), None)
 
 
+def missing_mnist_message(data_dir: str | Path) -> str | None:
+    """Why data_dir cannot serve MNIST (which files are missing, where to get them), or None if it can."""
+    data_dir = Path(data_dir)
+    missing = [n for n in MNIST_FILES if _find(data_dir, n) is None]
+    if not missing:
+        return None
+    return (f"MNIST: missing {missing} in {data_dir}{'' if data_dir.is_dir() else ' (no such directory)'}. "
+            f"Expected the four IDX files {list(MNIST_FILES)}, each plain or .gz; download them from "
+            f"{MNIST_URLS[0]} or the mirror {MNIST_URLS[1]} (torchvision's MNIST(root, download=True) puts them "
+            "in root/MNIST/raw), or use task.source='digits' for the offline stand-in")
+
+
 def load_mnist(data_dir: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{"train": (images (N, S, S), labels (N,)), "test": (...)} from the four standard IDX files."""
     data_dir = Path(data_dir)
     paths = {name: _find(data_dir, name) for name in MNIST_FILES}
-    missing = [n for n, p in paths.items() if p is None]
-    if missing:
-        raise MnistNotFoundError(
-            f"MNIST: missing {missing} in {data_dir}{'' if data_dir.is_dir() else ' (no such directory)'}. "
-            f"Expected the four IDX files {list(MNIST_FILES)}, each plain or .gz; download them from "
-            f"{MNIST_URLS[0]} or the mirror {MNIST_URLS[1]} (torchvision's MNIST(root, download=True) puts them "
-            "in root/MNIST/raw), or use task.source='digits' for the offline stand-in")
+    message = missing_mnist_message(data_dir)
+    if message:
+        raise MnistNotFoundError(message)
     out = {}
     for split, prefix in (("train", "train"), ("test", "t10k")):
         ip, lp = paths[f"{prefix}-images-idx3-ubyte"], paths[f"{prefix}-labels-idx1-ubyte"]
@@ -233,6 +241,14 @@ class SmnistTask(Task):
         self.train_data = seqs(tr_x[train], tr_y[train], r0)  # uint8 cache: 60000 x 196 bytes for MNIST
         self.val_data = seqs(tr_x[val], tr_y[val], r0)
         self.eval_data = {r: seqs(te_x[test], te_y[test], r) for r in dict.fromkeys([r0, *s.test_resolutions])}
+
+    @classmethod
+    def preflight(cls, settings: SmnistSettings) -> list[tuple[str, str]]:
+        """The MNIST files must be where task.data_dir says (checked where the sweep runs, before any run)."""
+        if settings.source != "mnist":
+            return []
+        message = missing_mnist_message(settings.data_dir)
+        return [("task.data_dir", message)] if message else []
 
     def build_model(self) -> nn.Module:
         return SmnistModel(self.model_settings).to(self.device)

@@ -102,3 +102,14 @@ def test_validate_prints_the_trials(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "18 trials (9 configurations x 2 seeds)" in proc.stdout
     assert "model.kind=lstm  seed=1" in proc.stdout
+
+
+def test_missing_mnist_dir_is_refused_before_any_run(tmp_path):
+    spec = tmp_path / "smnist.yaml"
+    spec.write_text(yaml.safe_dump({"name": "sm", "task": {"name": "smnist", "source": "mnist",
+                                                           "data_dir": str(tmp_path / "nowhere")}}))
+    proc = subprocess.run([sys.executable, "-m", "sweeps.cli", "sweep", "run", str(spec)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "RAY_ADDRESS": ""})
+    assert proc.returncode == 2
+    assert "task.data_dir" in proc.stderr and "no such directory" in proc.stderr and "yann.lecun.com" in proc.stderr
+    assert not (tmp_path / "mlflow.db").exists()
