@@ -168,8 +168,27 @@ def _new_tuner(spec: SweepSpec, trainable: Any, run_config: tune.RunConfig, metr
                                   grace_period=spec.scheduler.grace_period,
                                   reduction_factor=spec.scheduler.reduction_factor)
     tune_config = tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
-                                  max_concurrent_trials=spec.max_concurrent or None, reuse_actors=True)
+                                  max_concurrent_trials=spec.max_concurrent or None, reuse_actors=True,
+                                  time_budget_s=spec.stop.time_budget_s)
+    if spec.stop.metric is not None:
+        run_config.stop = ThresholdStopper(spec.stop.metric, spec.stop.threshold, spec.stop.mode)
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
+
+
+class ThresholdStopper(tune.Stopper):
+    """Stop a trial once ``metric`` reaches ``threshold`` (<= for min, >= for max); picklable for resume."""
+
+    def __init__(self, metric: str, threshold: float, mode: str) -> None:
+        self.metric, self.threshold, self.mode = metric, threshold, mode
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        value = result.get(self.metric)
+        if value is None:
+            return False
+        return value <= self.threshold if self.mode == "min" else value >= self.threshold
+
+    def stop_all(self) -> bool:
+        return False
 
 
 def _finish(spec: SweepSpec, grid: Any, sweeper: SweepTracker, result: SweepResult) -> SweepResult:

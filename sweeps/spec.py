@@ -25,6 +25,7 @@ __all__ = [
     "SchedulerSpec",
     "SearchSpec",
     "SpecError",
+    "StopSpec",
     "SweepSpec",
     "load_spec",
 ]
@@ -100,6 +101,21 @@ class SchedulerSpec(_Strict):
     reduction_factor: float = Field(3, gt=1)
 
 
+class StopSpec(_Strict):
+    """When trials (or the sweep) stop before optim.max_steps."""
+
+    metric: str | None = Field(None, description="stop a trial once this metric reaches threshold")
+    threshold: float | None = Field(None, description="the value of stop.metric that ends a trial")
+    mode: Literal["min", "max"] = Field("min", description="min: stop when metric <= threshold; max: >=")
+    time_budget_s: float | None = Field(None, gt=0, description="wall-clock budget of the whole sweep")
+
+    @model_validator(mode="after")
+    def _pair(self) -> StopSpec:
+        if (self.metric is None) != (self.threshold is None):
+            raise ValueError("stop.metric and stop.threshold go together: give both or neither")
+        return self
+
+
 class ResourcesSpec(_Strict):
     cpu: float = Field(1, gt=0, description="CPUs per trial (also the trial's torch threads, rounded up)")
     gpu: float = Field(0, ge=0, description="GPUs per trial (a fraction shares one GPU)")
@@ -118,6 +134,7 @@ class SweepSpec(_Strict):
     search: SearchSpec = Field(default_factory=SearchSpec)
     scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    stop: StopSpec = Field(default_factory=StopSpec)
     max_concurrent: int = Field(0, ge=0, description="max trials at once; 0 = as many as resources allow")
     max_failures: int = Field(2, ge=0, description="retries of a trial after a crash (node loss), from its checkpoint")
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import ray
 import torch
 from ray import tune
 
@@ -106,6 +107,8 @@ def run_trial(config: dict[str, Any], ctx: dict[str, Any], *, trial_id: str, che
     tracker = NullTracker() if ctx.get("tracking_uri") is None else TrialTracker(
         ctx["tracking_uri"], ctx["experiment_id"], ctx["parent_run_id"], ctx["sweep_id"], trial_id, flat,
         {**ctx.get("tags", {}), TAG_CONFIG: config_id(flat), "rims.device": str(device)})
+    node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
+    tracker.set_tags({"rims.node_id": node})  # where the trial (last) ran: a restart elsewhere updates it
     if step == 0:
         tracker.log({"model/num_params": count_parameters(model),
                      "model/macs_per_step": macs_per_step(recurrent_core(model))}, 0)

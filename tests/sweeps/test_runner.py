@@ -37,6 +37,7 @@ def children(uri: str, experiment_id: str, sweep_id: str):
 
 def test_grid_sweep_hierarchy_names_tags_and_failures(tmp_path, local_ray):
     raw = {"name": "grid", "task": TASK, "model": MODEL, "optim": {**OPTIM, "grad_clip": 1e30},
+           "stop": {"time_budget_s": 600},
            "space": {"model.kind": {"grid": ["rims", "lstm"]}, "optim.lr": {"grid": [0.01, 1e30]}}}
     text = yaml.safe_dump(raw)
     res = run_sweep(load_spec(raw), text, mlflow_uri=f"sqlite:///{tmp_path / 'm.db'}",
@@ -113,3 +114,15 @@ def test_missing_mnist_dir_is_refused_before_any_run(tmp_path):
     assert proc.returncode == 2
     assert "task.data_dir" in proc.stderr and "no such directory" in proc.stderr and "yann.lecun.com" in proc.stderr
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_stopping_rule_ends_trials_early_and_marks_their_runs(tmp_path, local_ray):
+    raw = {"name": "stop", "task": TASK, "model": MODEL, "optim": OPTIM, "seeds": 2,
+           "stop": {"metric": "val/ce", "threshold": 100.0, "mode": "min"}}  # met at the first report
+    res = run_sweep(load_spec(raw), yaml.safe_dump(raw), mlflow_uri=f"sqlite:///{tmp_path / 'm.db'}",
+                    storage_path=tmp_path / "results", quiet=True)
+    assert res.counts == {"trials": 2, "completed": 0, "stopped_early": 2, "failed": 0, "errored": 0}
+    client = MlflowClient(res.tracking_uri)
+    for r in children(res.tracking_uri, res.experiment_id, res.sweep_id):
+        assert r.data.tags["rims.stopped_early"] == "true" and r.info.status == "FINISHED"
+        assert [m.step for m in client.get_metric_history(r.info.run_id, "val/ce")] == [2]

@@ -64,6 +64,7 @@ BAD = [
     (with_("search/algorithm", "bayes"), "search.algorithm", "'grid', 'random' or 'optuna'"),
     (with_("scheduler/name", "pbt"), "scheduler.name", "'none' or 'asha'"),
     (with_("resources/cpu", 0), "resources.cpu", "greater than 0"),
+    (with_("stop/metric", "val/ce"), "stop", "go together"),
     ({**with_("search/algorithm", "optuna"), "space": {"model.top_k": {"grid": [1, 3]}}}, "space.model.top_k",
      "consecutive ints"),
     ({**with_("search/algorithm", "random"), "space": {"model.hidden_size": {"int": [20, 40]}}},
