@@ -45,10 +45,10 @@ def _sweep_validate(args: argparse.Namespace) -> int:
           f"objective {metric} ({mode}), seeds {spec.seed_list}")
     if spec.search.algorithm == "optuna":
         print(f"Optuna suggests {spec.search.num_samples} configurations x {len(spec.seed_list)} seeds over "
-              f"{sorted(spec.space)}")
+              f"{spec.space_keys}")
         return 0
     points = trial_points(spec)
-    varied = [*sorted(spec.space), "seed"]
+    varied = [*spec.space_keys, "seed"]
     n_seeds = len(spec.seed_list)
     print(f"{len(points)} trials ({len(points) // n_seeds} configurations x {n_seeds} seeds):")
     for i, p in enumerate(points):

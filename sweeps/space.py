@@ -56,7 +56,10 @@ def _dedupe(configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def expand(spec: SweepSpec) -> list[dict[str, Any]]:
-    """Configurations (flat dicts, without seed) for grid or random search, constraint applied, deduplicated."""
+    """Configurations (flat dicts, without seed) for grid or random search, constraint applied, deduplicated.
+    A union of spaces expands each (random search: num_samples draws from each) and keeps the distinct ones."""
+    if isinstance(spec.space, list):
+        return _dedupe([c for sub in spec.subspecs() for c in expand(sub)])
     base = base_config(spec)
     if spec.search.algorithm == "grid":
         keys = list(spec.space)

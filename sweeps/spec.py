@@ -130,7 +130,8 @@ class SweepSpec(_Strict):
     model: ModelSpec = Field(default_factory=ModelSpec)
     optim: OptimSpec = Field(default_factory=OptimSpec)
     seeds: int | list[int] = Field(1, description="n (seeds 0..n-1) or an explicit list: every configuration runs each")
-    space: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    space: dict[str, dict[str, Any]] | list[dict[str, dict[str, Any]]] = Field(
+        default_factory=dict, description="dotted key -> distribution; or a list of such spaces, run as their union")
     search: SearchSpec = Field(default_factory=SearchSpec)
     scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
@@ -153,6 +154,17 @@ class SweepSpec(_Strict):
         if name not in TASKS:
             raise ValueError(f"task.name: expected one of {sorted(TASKS)}, got {name!r}")
         return self
+
+    def subspecs(self) -> list[SweepSpec]:
+        """One spec per space of a union (a spec with one space: itself)."""
+        if isinstance(self.space, dict):
+            return [self]
+        return [self.model_copy(update={"space": sub}) for sub in self.space]
+
+    @property
+    def space_keys(self) -> list[str]:
+        """Every key any of the spaces varies."""
+        return sorted({k for sub in self.subspecs() for k in sub.space})
 
     @property
     def seed_list(self) -> list[int]:
@@ -220,6 +232,16 @@ def _check_distribution(path: str, dist: Any) -> list[tuple[str, str]]:
 
 def validate(spec: SweepSpec) -> list[tuple[str, str]]:
     """Checks across fields (the pydantic models check each field). Empty list = valid."""
+    if isinstance(spec.space, list):
+        if not spec.space:
+            return [("space", "expected a space or a non-empty list of spaces, got []")]
+        if spec.search.algorithm == "optuna":
+            return [("space", "a list of spaces (a union) works with grid and random search; Optuna needs one space")]
+        errors = []
+        for i, sub in enumerate(spec.subspecs()):
+            errors += [(p.replace("space.", f"space[{i}].", 1) if p.startswith("space.") else p, m)
+                       for p, m in validate(sub)]
+        return list(dict.fromkeys(errors))  # the non-space errors repeat for every sub-space
     errors: list[tuple[str, str]] = []
     keys = known_keys(spec)
     try:

@@ -2,9 +2,10 @@
 same metric names for every model kind (see base.py)."""
 
 from .base import Task
+from .bouncing import BouncingTask
 from .copying import CopyingTask
 from .smnist import SmnistTask
 
-TASKS: dict[str, type[Task]] = {t.name: t for t in (CopyingTask, SmnistTask)}
+TASKS: dict[str, type[Task]] = {t.name: t for t in (CopyingTask, SmnistTask, BouncingTask)}
 
 __all__ = ["TASKS", "Task"]

@@ -5,97 +5,45 @@ Ray process on the machine)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import socket
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from tests.sweeps.servers import BIN, free_port, kill, mlflow_server, pids_with, wait_http
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def pids_with(marker: str) -> list[int]:
-    """PIDs whose command line contains marker (our unique temp dir / port)."""
-    out = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if marker in cmd and int(proc.name) != os.getpid():
-                out.append(int(proc.name))
-    return out
-
-
-def kill(pids: list[int]) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-
-
-def wait_http(url: str, timeout: float = 60) -> None:
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except urllib.error.HTTPError:
-            return  # it answered (the dashboard says 401 without Ray's auth token): it is up
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"{url} did not answer within {timeout} s")
 
 
 @pytest.fixture
 def cluster(tmp_path):
     temp = Path(f"/tmp/rimsray{os.getpid()}")  # short: Ray's socket paths must stay under 108 bytes
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    gcs, dash, ml = free_port(), free_port(), free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    gcs, dash = free_port(), free_port()
     started_ray = False
-    mlflow_proc = None
     try:
         subprocess.run([str(BIN / "ray"), "start", "--head", f"--port={gcs}", "--num-cpus=2",
                         "--node-ip-address=127.0.0.1", f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1",
                         "--include-dashboard=true", f"--temp-dir={temp}", "--disable-usage-stats"],
                        check=True, env=env, capture_output=True, timeout=120)
         started_ray = True
-        mlflow_proc = subprocess.Popen(
-            [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(ml), "--workers", "1",
-             "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
-             "--default-artifact-root", str(tmp_path / "artifacts")],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        wait_http(f"http://127.0.0.1:{ml}/health")
-        wait_http(f"http://127.0.0.1:{dash}/api/version")
-        # the job agent registers a few seconds after the dashboard answers: wait for a trivial job to go through
-        for _ in range(60):
-            probe = subprocess.run([str(BIN / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dash}",
-                                    "--", "true"], env=env, capture_output=True, text=True, timeout=120)
-            if probe.returncode == 0:
-                break
-            time.sleep(2)
-        yield {"env": env, "gcs": gcs, "dashboard": f"http://127.0.0.1:{dash}", "mlflow": f"http://127.0.0.1:{ml}"}
+        with mlflow_server(tmp_path, env) as ml_url:
+            wait_http(f"http://127.0.0.1:{dash}/api/version")
+            # the job agent registers a few seconds after the dashboard answers: wait for a trivial job
+            for _ in range(60):
+                probe = subprocess.run([str(BIN / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dash}",
+                                        "--", "true"], env=env, capture_output=True, text=True, timeout=120)
+                if probe.returncode == 0:
+                    break
+                time.sleep(2)
+            yield {"env": env, "gcs": gcs, "dashboard": f"http://127.0.0.1:{dash}", "mlflow": ml_url}
     finally:
-        if mlflow_proc is not None:
-            os.killpg(mlflow_proc.pid, signal.SIGKILL)
         if started_ray:
             kill(pids_with(str(temp)) + pids_with(f"--port={gcs}") + pids_with(f":{gcs}"))
 

@@ -68,3 +68,14 @@ def test_expand_refuses_optuna():
     spec = load_spec({**BASE, "search": {"algorithm": "optuna"}})
     with pytest.raises(ValueError, match="Optuna suggests"):
         expand(spec)
+
+
+def test_a_list_of_spaces_runs_their_union():
+    spec = load_spec({**BASE, "model": {"hidden_size": 24}, "seeds": 2, "space": [
+        {"model.kind": {"grid": ["rims"]}, "model.top_k": {"grid": [2, 3]}},
+        {"model.kind": {"grid": ["lstm"]}, "model.hidden_size": {"grid": [16, 32]}},
+        {"model.kind": {"grid": ["rims"]}, "model.top_k": {"grid": [3]}}]})  # overlaps the first: kept once
+    configs = expand(spec)
+    assert sorted((c["model.kind"], c.get("model.top_k"), c["model.hidden_size"]) for c in configs) == [
+        ("lstm", None, 16), ("lstm", None, 32), ("rims", 2, 24), ("rims", 3, 24)]
+    assert len(trial_points(spec)) == 8
