@@ -28,8 +28,9 @@ def test_trial_resumes_on_another_node_after_its_node_dies(tmp_path):
         ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False, configure_logging=False)
         with mlflow_server(tmp_path) as uri:
             raw = {"name": "nodeloss", "task": {"name": "copying", "blank": 3, "test_blanks": [6], "eval_size": 16},
-                   "model": {"kind": "rims", "hidden_size": 12, "num_units": 3, "top_k": 2},
-                   "optim": {"lr": 0.01, "batch_size": 8, "max_steps": 80, "eval_every": 10}, "max_failures": 2}
+                   # long enough (~300 steps) that the node dies mid-trial, not after the trial is done
+                   "model": {"kind": "rims", "hidden_size": 48, "num_units": 3, "top_k": 2},
+                   "optim": {"lr": 0.01, "batch_size": 32, "max_steps": 300, "eval_every": 10}, "max_failures": 2}
             client = MlflowClient(uri)
 
             def kill_the_trials_node() -> None:
@@ -59,7 +60,7 @@ def test_trial_resumes_on_another_node_after_its_node_dies(tmp_path):
             assert run.info.status == "FINISHED"
             assert run.data.tags["rims.node_id"] != removed["node_id"]  # it finished elsewhere
             steps = [m.step for m in client.get_metric_history(run.info.run_id, "val/ce")]
-            assert steps == list(range(10, 81, 10))
+            assert steps == list(range(10, 301, 10))
     finally:
         ray.shutdown()
         cluster.shutdown()
