@@ -5,7 +5,7 @@
 2. Tune's overhead for 100 trivial trials on 2 CPUs (each reports once), with the runner's settings
    (points from our expansion, reuse_actors=True): total wall time (target <= 30 s).
 
-    python bench/sweep_overhead.py [--uri sqlite:///...|http://127.0.0.1:5000] [--repeats 3]
+    python bench/sweep_overhead.py [--uri sqlite:///...|http://127.0.0.1:5000] [--repeats 3] [--every 100,10]
 """
 
 from __future__ import annotations
@@ -28,9 +28,10 @@ SPEC = {"name": "bench", "task": {"name": "copying", "blank": 10, "test_blanks":
         "optim": {"lr": 0.005, "batch_size": 64, "max_steps": 100, "eval_every": 10}}
 
 
-def logging_overhead(uri: str, repeats: int) -> None:
+def logging_overhead(uri: str, repeats: int, steps: int, every: int) -> None:
     torch.set_num_threads(1)
-    flat = resolve({**base_config(load_spec(SPEC)), "seed": 0})
+    spec = {**SPEC, "optim": {**SPEC["optim"], "max_steps": steps, "eval_every": every}}
+    flat = resolve({**base_config(load_spec(spec)), "seed": 0})
     sweeper = SweepTracker(uri, "bench-overhead")
     parent = sweeper.start("bench", {}, {}, "")
     on = {"tracking_uri": uri, "experiment_id": sweeper.experiment_id, "parent_run_id": parent,
@@ -42,10 +43,9 @@ def logging_overhead(uri: str, repeats: int) -> None:
             t = time.perf_counter()
             run_trial(flat, ctx, trial_id=f"{name}-{i}", checkpoint_dir=None, report=lambda m, d: None)
             times[name].append(time.perf_counter() - t)
-    steps = SPEC["optim"]["max_steps"]
     a, b = statistics.median(times["off"]), statistics.median(times["on"])
     print(f"MLflow logging ({uri.split(':')[0]}), copying trainable, {steps} steps, a report every "
-          f"{SPEC['optim']['eval_every']} steps, median of {repeats}:")
+          f"{every} steps, median of {repeats}:")
     print(f"  tracking off {a / steps * 1e3:.1f} ms/step, on {b / steps * 1e3:.1f} ms/step, "
           f"overhead {100 * (b - a) / a:+.1f}% of step time")
 
@@ -78,10 +78,15 @@ def main() -> None:
     ap.add_argument("--uri", default=None, help="tracking URI (default: a fresh sqlite file)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--trials", type=int, default=100)
+    ap.add_argument("--steps", type=int, default=200, help="training steps of the timed trial")
+    ap.add_argument("--every", default="100,10", help="report intervals to time (comma-separated)")
+    ap.add_argument("--skip-tune", action="store_true")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
-        logging_overhead(args.uri or f"sqlite:///{Path(d) / 'mlflow.db'}", args.repeats)
-    tune_overhead(args.trials)
+        for every in (int(e) for e in args.every.split(",")):
+            logging_overhead(args.uri or f"sqlite:///{Path(d) / 'mlflow.db'}", args.repeats, args.steps, every)
+    if not args.skip_tune:
+        tune_overhead(args.trials)
 
 
 if __name__ == "__main__":
