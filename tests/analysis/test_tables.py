@@ -1,0 +1,260 @@
+"""analysis.tables on a fixed synthetic runs table (the layout of runs.parquet, schema.py)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+import statistics
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from scipy import stats as sps
+
+from analysis.tables import OBJECTIVES, ablation_table, metric_direction, paired_comparisons, paper_table
+
+T975 = {2: 4.302652729911275, 3: 3.182446305284263, 1: 12.706204736174698}  # t_{0.975, df}
+
+# (kind, num_units, top_k) -> per seed (eval/ce_blank200, eval/acc_blank200); best ce: rims 6/4, best acc: rims 6/2
+GROUPS = {
+    ("rims", 6, 4): [(0.1, 0.5), (0.2, 0.6), (0.3, 0.7)],
+    ("rims", 6, 2): [(1.0, 0.9), (1.2, 0.8), (1.1, 0.85)],
+    ("lstm", None, None): [(2.0, 0.2), (2.3, 0.3), (2.1, 0.25)],
+}
+
+
+def _run(i, kind, nu, k, seed, ce, acc, *, status="FINISHED", parent="parent0", early=None):
+    r = {"run_id": f"r{i}", "experiment_id": "1", "parent_run_id": parent, "run_name": f"trial{i}", "status": status,
+         "start_time": None, "end_time": None,
+         "model.kind": kind, "model.num_units": nu, "model.top_k": k, "model.hidden_size": 600, "optim.lr": 1e-3,
+         "seed": seed, "task.name": "copying", "task.blank": 50, "task.test_blanks": "[200]",
+         "rims.config_id": f"{kind}{nu}{k}", "rims.stopped_early": early}
+    metrics = {"eval/ce_blank200": ce, "eval/ce_blank50": ce / 10, "eval/ce_all_blank200": ce / 2,
+               "eval/ce_all_blank50": ce / 20, "eval/acc_blank200": acc, "val/ce": ce / 10, "train/ce": ce / 10,
+               "model/num_params": 1000.0}
+    for key, v in metrics.items():  # the history's min and max: min 0.1 below, max 0.05 above the final value
+        r[key], r[f"{key}.min"], r[f"{key}.max"] = v, v - 0.1, v + 0.05
+    return r
+
+
+def make_runs(groups=GROUPS, seeds=None, extra=True) -> pa.Table:
+    rows, i = [], 0
+    for (kind, nu, k), vals in groups.items():
+        for s, (ce, acc) in enumerate(vals):
+            rows.append(_run(i, kind, nu, k, (seeds or {}).get((kind, nu, k), range(100))[s], ce, acc))
+            i += 1
+    if extra:
+        rows.append(_run(i, "rims", 6, 4, 3, 50.0, 0.0, status="FAILED"))  # would wreck rims 6/4's means
+        rows.append(_run(i + 1, "rims", 6, 4, None, 99.0, 1.0, parent=None))  # the sweep's parent run
+        rows.append(_run(i + 2, "lstm", None, None, 3, 2.2, 0.25, early="true"))  # lstm's 4th seed, stopped early
+    return pa.Table.from_pylist(rows)
+
+
+def _half(values):
+    return T975[len(values) - 1] * statistics.stdev(values) / math.sqrt(len(values))
+
+
+def _index(tab, key):
+    return tab.keys.index(key)
+
+
+def test_defaults_pick_varying_model_columns_and_eval_plus_objective():
+    tab = ablation_table(make_runs())
+    assert tab.rows == ["model.kind", "model.num_units", "model.top_k"]  # hidden_size, lr, task.* are constant
+    assert tab.metrics == ["eval/acc_blank200", "eval/ce_all_blank200", "eval/ce_all_blank50", "eval/ce_blank200",
+                           "eval/ce_blank50", "val/ce"]
+    assert tab.keys == [("lstm", None, None), ("rims", 6, 2), ("rims", 6, 4)]
+    assert tab.n == [4, 3, 3] and tab.seeds[0] == [0, 1, 2, 3]
+
+
+def test_numbers_equal_hand_computed_means_and_half_widths():
+    tab = ablation_table(make_runs())
+    for key, vals in GROUPS.items():
+        ce = [v[0] for v in vals] + ([2.2] if key[0] == "lstm" else [])  # the stopped-early run counts by default
+        cell = tab.cells["eval/ce_blank200"][_index(tab, key)]
+        assert cell.mean == pytest.approx(statistics.mean(ce), rel=1e-12)
+        assert cell.half_width == pytest.approx(_half(ce), rel=1e-9)
+        assert cell.n == len(ce)
+    assert tab.cells["eval/ce_blank200"][0].mean == pytest.approx(2.15)
+    assert tab.columns["eval/ce_blank200"] == "eval/ce_blank200"
+
+
+def test_best_is_min_for_ce_and_max_for_acc():
+    tab = ablation_table(make_runs())
+    assert tab.best["eval/ce_blank200"] == [_index(tab, ("rims", 6, 4))]
+    assert tab.best["eval/acc_blank200"] == [_index(tab, ("rims", 6, 2))]
+    assert tab.directions["eval/acc_blank200"] == "max" and tab.directions["val/ce"] == "min"
+    assert metric_direction("eval/ce_all_blank200") == "min" and metric_direction("eval/acc_res24") == "max"
+    assert metric_direction("val/rollout_bce") == "min" and metric_direction("model/num_params") is None
+    md = tab.to_markdown()
+    assert "**0.850 ± 0.124**" in md  # acc of rims 6/2: sd 0.05, 3 seeds
+    assert "**0.200 ± 0.248**" in md  # ce of rims 6/4: sd 0.1, 3 seeds
+    assert "| 0.600 ± 0.248 |" in md  # acc of rims 6/4, not bold
+
+
+def test_failed_parent_and_stopped_early_runs():
+    tab = ablation_table(make_runs())
+    assert sum(tab.n) == 10  # 9 + the stopped-early run; not the failed one, not the parent
+    assert "note: excluded 1 child run not FINISHED (FAILED: 1)" in tab.lines()
+    assert any("1 run stopped early" in s for s in tab.notes)
+    without = ablation_table(make_runs(), include_stopped_early=False)
+    assert without.n == [3, 3, 3]
+    assert without.cells["eval/ce_blank200"][0].mean == pytest.approx(statistics.mean([2.0, 2.3, 2.1]))
+    assert any("excluded 1 run stopped early" in s for s in without.notes)
+
+
+def test_markdown_latex_csv_outputs():
+    tab = ablation_table(make_runs(), metrics=["eval/ce_blank200", "eval/acc_blank200"])
+    md = tab.to_markdown()
+    assert md.startswith("mean ± 95% t-interval half-width over seeds; final value of each metric")
+    assert "| model.kind | model.num_units | model.top_k | n | eval/ce_blank200 | eval/acc_blank200 |" in md
+    assert "| lstm | - | - | 4 | 2.150 ± 0.205 | 0.250 ± 0.065 |" in md
+    tex = tab.to_latex()
+    for s in (r"\toprule", r"\midrule", r"\bottomrule", r"\begin{tabular}{lllrcc}", r"model.num\_units",
+              r"\textbf{0.200 $\pm$ 0.248}", r"95\% t-interval", r"\caption{"):
+        assert s in tex
+    assert "±" not in tex
+    rows = list(csv.DictReader(io.StringIO(tab.to_csv())))
+    assert [r["model.kind"] for r in rows] == ["lstm", "rims", "rims"]
+    assert rows[0]["model.top_k"] == "" and rows[2]["model.top_k"] == "4"
+    r64 = rows[2]
+    assert float(r64["eval/ce_blank200.mean"]) == pytest.approx(0.2)
+    assert float(r64["eval/ce_blank200.high"]) - 0.2 == pytest.approx(_half([0.1, 0.2, 0.3]))
+    assert r64["eval/ce_blank200.n"] == "3" and r64["eval/ce_blank200.best"] == "true"
+    assert set(rows[0]) >= {"n", "eval/acc_blank200.low", "eval/acc_blank200.mean", "eval/acc_blank200.best"}
+
+
+def test_warning_when_a_group_has_two_seeds():
+    groups = {**GROUPS, ("rims", 6, 2): GROUPS[("rims", 6, 2)][:2]}
+    tab = ablation_table(make_runs(groups), metrics=["eval/ce_blank200"])
+    assert tab.warnings == ["n=2: a CI from 2 seeds is too wide to say anything "
+                            "(model.kind=rims, model.num_units=6, model.top_k=2)"]
+    md = tab.to_markdown()
+    assert "- warning: n=2: a CI from 2 seeds is too wide to say anything" in md
+    cell = tab.cells["eval/ce_blank200"][_index(tab, ("rims", 6, 2))]
+    assert cell.half_width == pytest.approx(T975[1] * 0.1, rel=1e-9)  # values 1.0, 1.2: se 0.1
+    assert "warning" not in ablation_table(make_runs(), metrics=["eval/ce_blank200"]).to_markdown()
+
+
+def test_stat_picks_min_max_best_columns():
+    runs = make_runs()
+    best = ablation_table(runs, metrics=["eval/ce_blank200", "eval/acc_blank200"], stat="best")
+    assert best.columns == {"eval/ce_blank200": "eval/ce_blank200.min", "eval/acc_blank200": "eval/acc_blank200.max"}
+    assert best.cells["eval/ce_blank200"][_index(best, ("rims", 6, 4))].mean == pytest.approx(0.1)  # 0.2 - 0.1
+    assert best.cells["eval/acc_blank200"][_index(best, ("rims", 6, 2))].mean == pytest.approx(0.9)  # 0.85 + 0.05
+    assert "eval/ce_blank200 (best)" in best.to_markdown()
+    mx = ablation_table(runs, metrics=["eval/ce_blank200"], stat="max")
+    assert mx.columns["eval/ce_blank200"] == "eval/ce_blank200.max"
+    assert mx.cells["eval/ce_blank200"][0].mean == pytest.approx(2.2)
+    with pytest.raises(ValueError, match="minimised or maximised"):
+        ablation_table(runs, metrics=["model/num_params"], stat="best")
+
+
+def test_bootstrap_ci_is_deterministic_and_stated():
+    a = ablation_table(make_runs(), metrics=["eval/ce_blank200"], ci="bootstrap", n_boot=2000, seed=1)
+    assert a.cells == ablation_table(make_runs(), metrics=["eval/ce_blank200"], ci="bootstrap", n_boot=2000,
+                                     seed=1).cells
+    c = a.cells["eval/ce_blank200"][2]
+    assert 0.1 <= c.low <= c.mean <= c.high <= 0.3  # a percentile bootstrap stays inside the observed range
+    assert "95% percentile-bootstrap interval half-width" in a.to_markdown()
+
+
+def test_explicit_rows_that_pool_configurations_say_so():
+    tab = ablation_table(make_runs(), rows=["model.kind"], metrics=["eval/ce_blank200"])
+    assert tab.keys == [("lstm",), ("rims",)] and tab.n == [4, 6]
+    assert any("rows pool runs that differ in model.top_k" in s for s in tab.notes)
+
+
+def test_paper_table_layout():
+    tab = paper_table(make_runs())
+    md = tab.to_markdown()
+    assert "| model | k_T | k_A | h | n | train CE (50) | test CE (200) |" in md
+    lines = [line for line in md.splitlines() if line.startswith("| ")][1:]
+    assert [line.split(" | ")[0] for line in lines] == ["| RIMs", "| RIMs", "| LSTM"]
+    assert lines[0].startswith("| RIMs | 6 | 4 | 600 | 3 |") and lines[1].startswith("| RIMs | 6 | 2 | 600 | 3 |")
+    assert lines[2].startswith("| LSTM |  |  | 600 | 4 |")  # k_T, k_A blank for the baseline
+    assert tab.metrics == ["eval/ce_blank50", "eval/ce_blank200"]
+    assert tab.cells["eval/ce_blank50"][0].mean == pytest.approx(0.02)
+    assert any("10 recall positions" in s for s in tab.notes)
+    assert paper_table(make_runs(), which="ce_all").metrics == ["eval/ce_all_blank50", "eval/ce_all_blank200"]
+    fallback = paper_table(make_runs().drop_columns(["eval/ce_blank50", "eval/ce_blank50.min", "eval/ce_blank50.max"]))
+    assert fallback.metrics == ["val/ce", "eval/ce_blank200"]
+    assert fallback.metric_labels["val/ce"] == "train CE (50)"
+
+
+def test_unknown_names_list_what_exists():
+    runs = make_runs()
+    with pytest.raises(ValueError, match="unknown metric 'eval/nope'") as e:
+        ablation_table(runs, metrics=["eval/nope"])
+    assert "eval/ce_blank200" in str(e.value) and "val/ce" in str(e.value)
+    with pytest.raises(ValueError, match=re.escape("pass the metric 'val/ce' and stat='min'")):
+        ablation_table(runs, metrics=["val/ce.min"])
+    with pytest.raises(ValueError, match=re.escape("unknown row key 'model.units'")) as e:
+        ablation_table(runs, rows=["model.units"])
+    assert "model.num_units" in str(e.value) and "eval/ce_blank200" not in str(e.value)
+
+
+def test_empty_selection_errors():
+    runs = make_runs()
+    failed = runs.set_column(runs.schema.get_field_index("status"), "status", pa.array(["FAILED"] * runs.num_rows))
+    with pytest.raises(ValueError, match="no finished child runs"):
+        ablation_table(failed)
+    only_parent = runs.filter(pa.compute.is_null(runs["parent_run_id"]))
+    with pytest.raises(ValueError, match="no finished child runs"):
+        ablation_table(only_parent)
+
+
+def test_paired_comparisons_paired_by_seed():
+    comp = paired_comparisons(make_runs(), {"model.kind": "lstm"}, "eval/ce_blank200")
+    assert comp.baseline_key == ("lstm", None, None)
+    by = {c.key: c for c in comp.comparisons}
+    c = by[("rims", 6, 4)]
+    d = np.array([0.1, 0.2, 0.3]) - np.array([2.0, 2.3, 2.1])  # shared seeds 0, 1, 2 (seed 3 only in lstm)
+    assert c.paired and c.exact and c.n == 3 and c.n_baseline == 4
+    assert c.diff == pytest.approx(d.mean())
+    assert c.effect == pytest.approx(d.mean() / d.std(ddof=1)) and c.effect_name == "d_z"
+    assert c.p == pytest.approx(0.25)  # every difference negative: 2 / 2^3
+    assert c.warning is None
+    md = comp.to_markdown()
+    assert "paired by seed, exact" in md and "baseline: model.kind=lstm" in md
+    assert any("cannot reach p < 0.05" in s for s in comp.notes)
+
+
+def test_paired_comparisons_unpaired_when_seeds_differ_and_warns():
+    groups = {**GROUPS, ("rims", 6, 2): GROUPS[("rims", 6, 2)][:2]}
+    runs = make_runs(groups, seeds={("rims", 6, 2): [10, 11]}, extra=False)
+    comp = paired_comparisons(runs, {"model.kind": "lstm"}, "eval/ce_blank200")
+    c = {c.key: c for c in comp.comparisons}[("rims", 6, 2)]
+    a, b = np.array([1.0, 1.2]), np.array([2.0, 2.3, 2.1])
+    ref = sps.permutation_test((a, b), lambda x, y, axis: x.mean(axis=axis) - y.mean(axis=axis),
+                               permutation_type="independent", n_resamples=np.inf, vectorized=True)
+    assert not c.paired and c.effect_name == "g" and c.n == 2
+    assert c.p == pytest.approx(ref.pvalue) and c.diff == pytest.approx(a.mean() - b.mean())
+    assert c.warning == "n=2: a CI from 2 seeds is too wide to say anything"
+    md = comp.to_markdown()
+    assert "unpaired, exact" in md and "- warning: model.kind=rims, model.num_units=6, model.top_k=2: n=2" in md
+
+
+def test_paired_comparisons_baseline_must_pick_one_group():
+    with pytest.raises(ValueError, match=re.escape("matches: model.kind=rims, model.num_units=6, model.top_k=2; ")):
+        paired_comparisons(make_runs(), {"model.kind": "rims"}, "eval/ce_blank200")
+    with pytest.raises(ValueError, match="matches: none"):
+        paired_comparisons(make_runs(), {"model.kind": "gru"}, "eval/ce_blank200")
+    with pytest.raises(ValueError, match=re.escape("unknown row key 'model.kin'")):
+        paired_comparisons(make_runs(), {"model.kin": "lstm"}, "eval/ce_blank200")
+
+
+def test_objectives_match_the_tasks():
+    from sweeps.tasks import TASKS  # imports torch: the one slow import of this file
+
+    assert {name: task.objective[0] for name, task in TASKS.items()} == OBJECTIVES
+
+
+def test_one_group_has_no_best():
+    runs = make_runs()
+    tab = ablation_table(runs.filter(pa.compute.equal(runs["model.kind"], "lstm")), metrics=["val/ce"])
+    assert tab.rows == [] and tab.keys == [()] and tab.best == {"val/ce": []}
+    assert "in 1 group;" not in tab.header() and "4 finished child runs in 1 group" in tab.header()
+    assert "**" not in tab.to_markdown()
