@@ -18,6 +18,7 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/rims sweep run sweeps/specs/copying_demo.yaml
+	$(VENV)/bin/rims analyze report --experiment copying_demo
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

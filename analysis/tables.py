@@ -137,8 +137,17 @@ def _select(runs: pa.Table, include_stopped_early: bool) -> tuple[pa.Table, list
     return sel, notes
 
 
+CORE_KEYS = ("model.kind", "model.num_units", "model.top_k", "model.hidden_size")  # the paper's k_T, k_A, h
+
+
 def _varying(t: pa.Table, cols: Sequence[str]) -> list[str]:
-    return [c for c in cols if len({repr(v) for v in t[c].to_pylist()}) > 1]
+    """Columns whose values differ. Outside the core keys a column needs two distinct non-null values: a key
+    that is null only where it does not apply (RIM-only keys of baseline runs) and constant elsewhere is
+    explained by model.kind, and listing it would bury the table in constant columns."""
+    def distinct(c: str) -> int:
+        return len({repr(v) for v in t[c].to_pylist() if c in CORE_KEYS or v is not None})
+
+    return [c for c in cols if distinct(c) > 1]
 
 
 def _default_rows(t: pa.Table, layout: _Layout) -> list[str]:

@@ -98,6 +98,58 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _analyze_export(args: argparse.Namespace) -> int:
+    from analysis.export import export_experiment
+
+    try:
+        res = export_experiment(args.experiment, args.out, args.mlflow_uri, incremental=not args.full)
+    except ValueError as e:
+        print(f"rims: {e}", file=sys.stderr)
+        return 2
+    print(f"exported {res.n_runs} runs ({res.n_new_or_changed} new or changed), {res.n_metric_points} metric points "
+          f"to {res.path} in {res.seconds:.2f} s ({res.method_used})")
+    return 0
+
+
+def _analyze_table(args: argparse.Namespace) -> int:
+    import pyarrow.parquet as pq
+
+    from analysis.report import select_sweep
+    from analysis.schema import RUNS_FILE
+    from analysis.tables import ablation_table, paper_table
+
+    path = Path(args.export_dir) / RUNS_FILE
+    if not path.is_file():
+        print(f"rims: no {RUNS_FILE} in {args.export_dir}; run `rims analyze export` first", file=sys.stderr)
+        return 2
+    split = (lambda v: [x for x in v.split(",") if x] if v else None)  # noqa: E731
+    try:
+        runs, _, _ = select_sweep(pq.read_table(path), args.sweep_id)
+        if args.paper:
+            table = paper_table(runs, which=args.paper, stat=args.stat, ci=args.ci)
+        else:
+            table = ablation_table(runs, split(args.rows), split(args.metrics), stat=args.stat, ci=args.ci)
+    except ValueError as e:
+        print(f"rims: {e}", file=sys.stderr)
+        return 2
+    print({"md": table.to_markdown, "latex": table.to_latex, "csv": table.to_csv}[args.format]())
+    return 0
+
+
+def _analyze_report(args: argparse.Namespace) -> int:
+    from analysis.report import build_report
+
+    try:
+        res = build_report(args.experiment, args.mlflow_uri, args.out, sweep_id=args.sweep_id)
+    except ValueError as e:
+        print(f"rims: {e}", file=sys.stderr)
+        return 2
+    print(f"report: {res.markdown}\n        {res.html}")
+    if res.parent_run_id:
+        print(f"logged to the sweep's parent run {res.parent_run_id} (artifacts/report)")
+    return 0
+
+
 SUBMIT_EXCLUDES = [".venv", ".git", "ray_results", "mlflow.db", "mlartifacts", "mlruns", ".pytest_cache",
                    ".hypothesis", ".ruff_cache"]
 
@@ -179,6 +231,32 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluation settings to change, e.g. task.test_blanks=400,800 (repeatable)")
     e.add_argument("--mlflow-uri", default=None, help="default sqlite:///<cwd>/mlflow.db")
     e.set_defaults(func=_eval)
+
+    an = sub.add_parser("analyze", help="export runs to Parquet, ablation tables, the sweep report")
+    asub = an.add_subparsers(dest="analyze_command", required=True)
+    ex = asub.add_parser("export", help="MLflow experiment -> runs.parquet + metrics.parquet (incremental)")
+    ex.add_argument("--experiment", required=True)
+    ex.add_argument("--mlflow-uri", default=None, help="default sqlite:///<cwd>/mlflow.db")
+    ex.add_argument("--out", required=True, help="directory for the Parquet files")
+    ex.add_argument("--full", action="store_true", help="re-fetch every run (default: only new or changed ones)")
+    ex.set_defaults(func=_analyze_export)
+    tb = asub.add_parser("table", help="mean +- CI over seeds per configuration, from an export")
+    tb.add_argument("export_dir")
+    tb.add_argument("--rows", default=None, help="comma-separated keys (default: the model.* keys that vary)")
+    tb.add_argument("--metrics", default=None, help="comma-separated metrics (default: the eval metrics)")
+    tb.add_argument("--stat", choices=["final", "best", "min", "max"], default="final")
+    tb.add_argument("--ci", choices=["t", "bootstrap"], default="t")
+    tb.add_argument("--format", choices=["md", "latex", "csv"], default="md")
+    tb.add_argument("--paper", choices=["ce", "ce_all"], default=None,
+                    help="the RIMs paper's Table 1 layout (copying), with ce or ce_all")
+    tb.add_argument("--sweep-id", default=None, help="one sweep of the experiment (default: the newest)")
+    tb.set_defaults(func=_analyze_table)
+    rp = asub.add_parser("report", help="Markdown + HTML report with tables and figures, logged to the parent run")
+    rp.add_argument("--experiment", required=True)
+    rp.add_argument("--mlflow-uri", default=None)
+    rp.add_argument("--out", default=None, help="default reports/<experiment>")
+    rp.add_argument("--sweep-id", default=None, help="default: the newest sweep of the experiment")
+    rp.set_defaults(func=_analyze_report)
     return p
 
 

@@ -258,3 +258,20 @@ def test_one_group_has_no_best():
     assert tab.rows == [] and tab.keys == [()] and tab.best == {"val/ce": []}
     assert "in 1 group;" not in tab.header() and "4 finished child runs in 1 group" in tab.header()
     assert "**" not in tab.to_markdown()
+
+
+def test_rim_only_keys_constant_among_rims_are_not_default_rows():
+    import pyarrow as pa
+
+    from analysis.tables import ablation_table
+
+    rows = []
+    for kind, top_k in (("rims", 2), ("rims", 4), ("lstm", None)):
+        for seed in range(3):
+            rows.append({"run_id": f"{kind}{top_k}{seed}", "parent_run_id": "p", "status": "FINISHED",
+                         "model.kind": kind, "model.top_k": top_k, "model.cell": "lstm" if kind == "rims" else None,
+                         "model.comm.heads": 4 if kind == "rims" else None, "seed": seed,
+                         "eval/ce_blank200": 1.0 + seed, "eval/ce_blank200.min": 1.0 + seed,
+                         "eval/ce_blank200.max": 2.0 + seed})
+    table = ablation_table(pa.Table.from_pylist(rows))
+    assert table.rows == ["model.kind", "model.top_k"]  # model.cell / comm.heads: null for LSTM, constant for RIMs
