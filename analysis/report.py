@@ -164,6 +164,7 @@ def build_report(experiment: str, tracking_uri: str | None = None, out_dir: str 
         except ValueError as e:
             blocks.append(Block("p", f"Paper layout not available: {e}"))
     kinds = set(children["model.kind"].to_pylist()) if "model.kind" in children.column_names else set()
+    blocks += _main_effects(children, table.rows, objective)
     if {"rims"} < kinds and "lstm" in kinds:
         for metric in [objective, *[m for m in table.metrics if m.startswith("eval/")][:2]]:
             try:
@@ -213,6 +214,26 @@ def build_report(experiment: str, tracking_uri: str | None = None, out_dir: str 
         for f in figures:
             client.log_artifact(parent, str(f), "report/figures")
     return ReportResult(md, page, figures, parent, sweep)
+
+
+def _main_effects(children: pa.Table, rows: list[str], objective: str) -> list[Block]:
+    """Main effect of each RIM factor on the objective, among finished RIM runs (baselines have no k_T, k_A)."""
+    from .stats import main_effects
+
+    if "model.kind" not in children.column_names or objective not in children.column_names:
+        return []
+    rims = children.filter(pc.and_(pc.equal(children["model.kind"], "rims"), pc.equal(children["status"], "FINISHED")))
+    factors = [r for r in rows if r not in ("model.kind", "seed") and r in rims.column_names
+               and len(set(rims[r].to_pylist())) > 1]
+    if rims.num_rows == 0 or not factors:
+        return []
+    effects = main_effects(rims, factors, objective)
+    lines = [f"Main effects on {objective} among RIM runs: level mean (an unweighted mean of cell means over the "
+             "other factors' combinations) and its difference from the grand mean.", "",
+             "| factor | level | mean | effect | cells | runs |", "|---|---|---:|---:|---:|---:|"]
+    lines += [f"| {e.factor} | {e.level} | {e.mean:.3f} | {e.effect:+.3f} | {e.n_cells} | {e.n_runs} |"
+              for e in effects]
+    return [Block("h2", f"Main effects: {objective}"), Block("md_table", "\n".join(lines))]
 
 
 def _unit_figures(children: pa.Table, objective: str, mode: str, uri: str, figs: Path, out: Path,

@@ -40,6 +40,7 @@ def test_report_is_written_with_tables_and_figures_and_logged_to_the_parent(swee
     assert "## Ablation table" in md and "| model.kind |" in md
     assert "| model | k_T | k_A | h | n | train CE (3) | test CE (6) |" in md  # the paper's layout
     assert "Against the LSTM baseline" in md
+    assert "## Main effects: val/ce" not in md  # one RIM configuration: no factor to speak of
     assert "name: rep" in md  # the spec
     html = res.html.read_text()
     assert "<table>" in html and "<img src='figures/" in html
