@@ -448,32 +448,13 @@ def activation_by_symbol(model: nn.Module, inputs: Tensor, tokens: Tensor, out_d
 
 def load_trial_model(run_id: str, tracking_uri: str) -> tuple[Any, nn.Module]:
     """Rebuild a finished trial's task and trained model (eval mode, CPU) from its MLflow artifacts
-    config.json and state.pt, as ``rims eval`` (sweeps/evaluate.py) does."""
-    import json
-    import tempfile
+    config.json and state.pt, as ``rims eval`` does (sweeps.evaluate.load_trial)."""
+    from sweeps.evaluate import load_trial
 
-    from mlflow.tracking import MlflowClient
-
-    from sweeps.tasks import TASKS
-    from sweeps.trainable import CHECKPOINT_FILE, load_checkpoint, nest
-
-    client = MlflowClient(tracking_uri)
-    client.get_run(run_id)  # a clear MLflow error for an unknown id, before any download
-    with tempfile.TemporaryDirectory() as d:
-        try:
-            cfg_path = client.download_artifacts(run_id, "config.json", d)
-            ckpt_path = client.download_artifacts(run_id, CHECKPOINT_FILE, d)
-        except Exception as e:
-            raise ValueError(f"load_trial_model: run {run_id} has no final checkpoint ({CHECKPOINT_FILE}) or "
-                             f"config.json; only trials that finished can be loaded ({e})") from None
-        flat = json.loads(Path(cfg_path).read_text())
-        state = load_checkpoint(Path(ckpt_path).parent)
-    task_cls = TASKS[flat["task.name"]]
-    settings = task_cls.settings_model(**{k: v for k, v in nest(flat, "task").items() if k != "name"})
-    task = task_cls(settings, nest(flat, "model"), "cpu")
-    model = task.build_model()
-    model.load_state_dict(state["model"])
-    model.eval()
+    try:
+        task, model, _ = load_trial(run_id, tracking_uri)
+    except ValueError as e:
+        raise ValueError(f"load_trial_model: {e}") from None
     return task, model
 
 

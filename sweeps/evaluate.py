@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 from .tasks import TASKS
 from .trainable import CHECKPOINT_FILE, load_checkpoint, nest
 
-__all__ = ["evaluate_run", "parse_overrides"]
+__all__ = ["evaluate_run", "load_trial", "parse_overrides"]
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -38,8 +38,9 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def evaluate_run(run_id: str, overrides: dict[str, Any], tracking_uri: str) -> dict[str, float]:
-    """Evaluate run_id's final checkpoint with task.* overrides; log and return the metrics."""
+def load_trial(run_id: str, tracking_uri: str, overrides: dict[str, Any] | None = None) -> tuple[Any, Any, dict]:
+    """A finished trial's task (with task.* overrides), trained model (eval mode, CPU) and checkpoint state,
+    rebuilt from its MLflow artifacts config.json and state.pt."""
     client = MlflowClient(tracking_uri)
     client.get_run(run_id)  # a clear MLflow error for an unknown id, before any download
     with tempfile.TemporaryDirectory() as d:
@@ -47,9 +48,9 @@ def evaluate_run(run_id: str, overrides: dict[str, Any], tracking_uri: str) -> d
             cfg_path = client.download_artifacts(run_id, "config.json", d)
             ckpt_path = client.download_artifacts(run_id, CHECKPOINT_FILE, d)
         except Exception as e:
-            raise ValueError(f"rims eval: run {run_id} has no final checkpoint ({CHECKPOINT_FILE}) or config.json; "
-                             f"only trials that finished can be re-evaluated ({e})") from None
-        flat = {**json.loads(Path(cfg_path).read_text()), **overrides}
+            raise ValueError(f"run {run_id} has no final checkpoint ({CHECKPOINT_FILE}) or config.json; only "
+                             f"trials that finished can be loaded ({e})") from None
+        flat = {**json.loads(Path(cfg_path).read_text()), **(overrides or {})}
         state = load_checkpoint(Path(ckpt_path).parent)
     task_cls = TASKS[flat["task.name"]]
     settings = task_cls.settings_model(**{k: v for k, v in nest(flat, "task").items() if k != "name"})
@@ -57,10 +58,19 @@ def evaluate_run(run_id: str, overrides: dict[str, Any], tracking_uri: str) -> d
     model = task.build_model()
     model.load_state_dict(state["model"])
     model.eval()
+    return task, model, state
+
+
+def evaluate_run(run_id: str, overrides: dict[str, Any], tracking_uri: str) -> dict[str, float]:
+    """Evaluate run_id's final checkpoint with task.* overrides; log and return the metrics."""
+    try:
+        task, model, state = load_trial(run_id, tracking_uri, overrides)
+    except ValueError as e:
+        raise ValueError(f"rims eval: {e}") from None
     with torch.no_grad():
         metrics = task.evaluate(model)
-    step = int(state["step"])
     now = int(time.time() * 1000)
-    client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+    client = MlflowClient(tracking_uri)
+    client.log_batch(run_id, metrics=[Metric(k, float(v), now, int(state["step"])) for k, v in metrics.items()])
     client.set_tag(run_id, "rims.reevaluated", json.dumps(overrides))
     return metrics
