@@ -128,10 +128,12 @@ _SCOPE = "JOIN runs r ON r.run_uuid = x.run_uuid WHERE r.experiment_id = ? AND r
 
 def _read_sql(path: str, experiment: str, previous: dict[str, dict]) -> _Snapshot:
     if not os.path.exists(path):
-        raise ValueError(f"no MLflow store at {path}")
+        raise ValueError(f"no experiment named {experiment!r}: there is no MLflow store at {path}")
     con = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, timeout=30, isolation_level=None)
     try:
-        con.execute("BEGIN")  # one snapshot: fingerprints and histories agree while trials keep logging
+        # One read transaction: fingerprints and histories agree while trials keep logging (their writes wait
+        # for it, within sqlite's busy timeout; the export of 10,000 runs takes about a second).
+        con.execute("BEGIN")
         version = con.execute("SELECT version_num FROM alembic_version").fetchone()
         if version is None or version[0] not in VERIFIED_SCHEMA_VERSIONS:
             raise _Unverified(f"unverified MLflow schema version {version and version[0]!r}")
@@ -184,13 +186,7 @@ def _read_api(uri: str, experiment: str, previous: dict[str, dict]) -> _Snapshot
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None or exp.lifecycle_stage != "active":
-        names, token = [], None
-        while True:
-            page = client.search_experiments(view_type=ViewType.ACTIVE_ONLY, page_token=token)
-            names += [e.name for e in page]
-            if not (token := page.token):
-                break
-        raise _unknown(experiment, names)
+        raise _unknown(experiment, [e.name for e in client.search_experiments(ViewType.ACTIVE_ONLY, 50_000)])
     runs, token = [], None
     while True:
         page = client.search_runs([exp.experiment_id], run_view_type=ViewType.ACTIVE_ONLY, max_results=_PAGE,
@@ -277,9 +273,12 @@ def _runs_table(snap: _Snapshot, stats: pa.Table) -> tuple[pa.Table, list[str]]:
     return pa.table(cols), clashes
 
 
-def _write(table: pa.Table, path: Path) -> None:
+def _write(path: Path, content: pa.Table | str) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
+    if isinstance(content, str):
+        tmp.write_text(content)
+    else:
+        pq.write_table(content, tmp)
     os.replace(tmp, path)  # a reader never sees half a file
 
 
@@ -328,17 +327,15 @@ def _export(experiment: str, out: Path, uri: str, incremental: bool, method: str
         else:
             history = snap.history
         history = history.take(pc.sort_indices(history, [(c, "ascending") for c in _HISTORY_ORDER]))
-        _write(history, out / METRICS_FILE)
+        _write(out / METRICS_FILE, history)
     runs, clashes = _runs_table(snap, _nan_min_max(history))
     if clashes:
         note = "; ".join(filter(None, [note, f"columns named twice, first kept: {sorted(set(clashes))}"]))
-    _write(runs, out / RUNS_FILE)
+    _write(out / RUNS_FILE, runs)
     manifest = {"format": MANIFEST_FORMAT, "experiment": experiment, "tracking_uri": uri,
                 "exported_at": datetime.now(UTC).isoformat(), "method": used, "n_runs": runs.num_rows,
                 "n_metric_points": history.num_rows, "runs": snap.fingerprints}
-    tmp = out / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest))
-    os.replace(tmp, out / MANIFEST)  # last: the manifest commits the export
+    _write(out / MANIFEST, json.dumps(manifest))  # last: the manifest commits the export
     return ExportResult(path=out, n_runs=runs.num_rows, n_new_or_changed=len(snap.fetched),
                         n_metric_points=history.num_rows, method_used=used, seconds=time.perf_counter() - t0,
                         n_points_fetched=snap.history.num_rows, note=note)
