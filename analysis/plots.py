@@ -217,7 +217,7 @@ def learning_curves(metrics: pa.Table, runs: pa.Table, key: str, group_by: list[
             groups.setdefault(g, []).append(rid)
     if not groups:
         raise ValueError(f"learning_curves: no run of the runs table has a history of {key!r}")
-    fig = _new_figure()
+    fig = _new_figure(12.0, 4.5)
     ax = fig.add_subplot()
     data: dict[str, Any] = {"groups": {}}
     for g in sorted(groups, key=_sort_key):
@@ -238,7 +238,7 @@ def learning_curves(metrics: pa.Table, runs: pa.Table, key: str, group_by: list[
     ax.set_xlabel("step")
     ax.set_ylabel(key)
     ax.set_title(f"{key}: mean over seeds, {CI_LEVEL:.0%} CI")
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: labels are long
     ax.grid(alpha=0.3)
     return _save(fig, out_dir, name or f"learning_curves_{_slug(key)}", data)
 
@@ -304,7 +304,7 @@ def ood_curves(runs: pa.Table, metric: str, group_by: list[str], out_dir: str | 
             groups.setdefault(tuple(_clean(r[c]) for c in group_by), []).append(r)
     if not groups:
         raise ValueError(f"ood_curves: no run has a value in {sorted(cols)}")
-    fig = _new_figure()
+    fig = _new_figure(12.0, 4.5)
     ax = fig.add_subplot()
     data: dict[str, Any] = {"lines": {}}
     xs_all: set = set()
@@ -330,7 +330,7 @@ def ood_curves(runs: pa.Table, metric: str, group_by: list[str], out_dir: str | 
     ax.set_xlabel(" / ".join(prefixes) or "condition")
     ax.set_ylabel(f"eval/{metric}")
     ax.set_title(f"eval/{metric} by condition: mean over seeds, {CI_LEVEL:.0%} CI")
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: labels are long
     ax.grid(alpha=0.3)
     return _save(fig, out_dir, name or f"ood_{_slug(metric)}", data)
 
