@@ -22,8 +22,8 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, Repeater
 from ray.tune.search.optuna import OptunaSearch
 
-from .space import is_rim_only, optuna_space, trial_points
-from .spec import SpecError, SweepSpec, base_config
+from .space import optuna_space, trial_points
+from .spec import SpecError, SweepSpec
 from .tracking import SweepTracker, absolute_tracking_uri, git_state, is_local_uri, package_versions
 from .trainable import train_trial
 
@@ -133,7 +133,9 @@ def run_sweep(spec: SweepSpec, spec_text: str, *, address: str | None = None, ml
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2))
     if resume and tune.Tuner.can_restore(str(path)):
-        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=True)
+        # the same param_space: trials the searcher had not generated yet when the driver died need it
+        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=True,
+                                   param_space=_param_space(spec))
     else:
         tuner = _new_tuner(spec, trainable, run_config, metric, mode, path)
     grid = tuner.fit()
@@ -150,17 +152,12 @@ def _new_tuner(spec: SweepSpec, trainable: Any, run_config: tune.RunConfig, metr
         search_alg = Repeater(searcher, repeat=seeds, set_index=True)
         if spec.max_concurrent:
             search_alg = ConcurrencyLimiter(search_alg, max_concurrent=spec.max_concurrent)
-        param_space: dict[str, Any] = {}
+        param_space = _param_space(spec)
         num_samples = spec.search.num_samples * seeds
     else:
-        points = trial_points(spec)
-        base = base_config(spec)
-        keys = sorted({k for p in points for k in p} | set(base))
-        # every point fills these (Tune only takes points over keys the space has); baselines leave RIM-only keys
-        # None, and list values need a list placeholder since Tune walks into them
-        param_space = {k: None if is_rim_only(k) else base.get(k) for k in keys}
-        search_alg = BasicVariantGenerator(points_to_evaluate=points)
-        num_samples = len(points)
+        param_space = _param_space(spec)
+        search_alg = BasicVariantGenerator()
+        num_samples = 1  # one pass over the grid of trials
     scheduler = None
     if spec.scheduler.name == "asha":
         scheduler = ASHAScheduler(metric=metric, mode=mode, time_attr="training_iteration",
@@ -189,6 +186,16 @@ class ThresholdStopper(tune.Stopper):
 
     def stop_all(self) -> bool:
         return False
+
+
+def _param_space(spec: SweepSpec) -> dict[str, Any]:
+    """Tune's param_space. Optuna suggests into an empty one. For grid / random every trial is one flat config
+    from our expansion, given to Tune as one grid over whole configs under the key ``trial`` (the trainable
+    unwraps it): Tune's own resolution never sees our dotted keys, which keeps a restored sweep able to
+    generate the trials it had not started (points_to_evaluate over dotted keys failed there)."""
+    if spec.search.algorithm == "optuna":
+        return {}
+    return {"trial": tune.grid_search(trial_points(spec))}
 
 
 def _finish(spec: SweepSpec, grid: Any, sweeper: SweepTracker, result: SweepResult) -> SweepResult:

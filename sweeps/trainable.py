@@ -79,7 +79,7 @@ def run_trial(config: dict[str, Any], ctx: dict[str, Any], *, trial_id: str, che
     ctx: tracking_uri (None: tracking off), experiment_id, parent_run_id, sweep_id, seeds, tags, cpus, gpus.
     report(metrics, checkpoint_dir) is called with a directory that holds the checkpoint of that report.
     """
-    flat = dict(config)
+    flat = dict(config.get("trial", config))  # grid / random: the whole flat config under "trial"
     if "__trial_index__" in flat:  # Optuna + Repeater: the repeat index picks the seed
         flat["seed"] = ctx["seeds"][flat["__trial_index__"]]
     flat = resolve(flat)
