@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
 from rims_core import RIM, build_recurrent
+from rims_core.factory import RIM_ONLY_KEYS
 
 __all__ = ["EVAL_SEED", "Task", "TaskSettings", "make_core", "recurrent_core"]
 
@@ -37,8 +38,7 @@ def make_core(model: dict[str, Any], input_size: int) -> nn.Module:
     "selection", "input_attention": {...}, "comm": {...}}.
     """
     kind = model["kind"]
-    rim_keys = ("num_units", "top_k", "cell", "selection", "input_attention", "comm")
-    extra = {k: model[k] for k in rim_keys if k in model} if kind == "rims" else {}
+    extra = {k: model[k] for k in RIM_ONLY_KEYS if k in model} if kind == "rims" else {}
     return build_recurrent(kind, input_size, model["hidden_size"], model.get("num_layers", 1), batch_first=True,
                            **extra)
 

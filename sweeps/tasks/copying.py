@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator
 from torch import Tensor, nn
 
+from rims_core.factory import RIM_ONLY_KEYS
+
 from .base import EVAL_SEED, Task, TaskSettings, make_core
 
 __all__ = [
@@ -122,9 +124,8 @@ class CopyingTask(Task):
 
     def build_model(self) -> nn.Module:
         m = self.model_settings
-        rim = {k: m[k] for k in ("num_units", "top_k", "cell", "selection", "input_attention", "comm") if k in m}
-        return CopyingModel(m["kind"], m["hidden_size"], m.get("num_layers", 1),
-                            **(rim if m["kind"] == "rims" else {})).to(self.device)
+        rim = {k: m[k] for k in RIM_ONLY_KEYS if k in m}  # make_core drops them for baselines
+        return CopyingModel(m["kind"], m["hidden_size"], m.get("num_layers", 1), **rim).to(self.device)
 
     def sample_batch(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         x, y = make_batch(batch_size, self.settings.blank, generator)
