@@ -21,7 +21,7 @@ import torch
 from sweeps.space import resolve
 from sweeps.spec import base_config, load_spec
 from sweeps.tracking import SweepTracker
-from sweeps.trainable import run_trial
+from sweeps.trial import run_trial
 
 SPEC = {"name": "bench", "task": {"name": "copying", "blank": 10, "test_blanks": [20], "eval_size": 64},
         "model": {"kind": "rims", "hidden_size": 120, "num_units": 6, "top_k": 4},

@@ -84,6 +84,45 @@ def _sweep_run(args: argparse.Namespace) -> int:
     return 0 if c["errored"] < c["trials"] else 1
 
 
+def _sweep_local(args: argparse.Namespace) -> int:
+    from .local import run_local
+    from .spec import SpecError
+
+    spec, text = _load(args.spec)
+    if spec is None:
+        return 2
+    try:
+        res = run_local(spec, text, args.out, jobs=args.jobs, device=args.device, mlflow_uri=args.mlflow_uri,
+                        smoke=args.smoke)
+    except SpecError as e:
+        print(f"rims: {e}", file=sys.stderr)
+        return 2
+    c = res.counts
+    print(f"\nsweep {res.sweep_id}: {c['trials']} trials, {c['completed']} completed, {c['stopped_early']} "
+          f"stopped early, {c['failed']} failed, {c['errored']} errored")
+    for f in res.failures:
+        print(f"  failed: {f}")
+    print(f"results: {res.path}" + ("" if args.mlflow_uri else
+                                    f"\noffline: send the runs with `rims tracking replay {res.path / 'spill'} "
+                                    "--mlflow-uri URI`"))
+    return 0 if c["errored"] < c["trials"] else 1
+
+
+def _tracking_replay(args: argparse.Namespace) -> int:
+    from .tracking import absolute_tracking_uri, replay_paths
+
+    try:
+        done = replay_paths(args.paths, absolute_tracking_uri(args.mlflow_uri))
+    except ValueError as e:
+        print(f"rims: {e}", file=sys.stderr)
+        return 2
+    for path, points in done:
+        print(f"{path}: {points} metric points sent")
+    print(f"{len(done)} files replayed ({sum(n for _, n in done)} metric points; points already in the store are "
+          "not sent twice)")
+    return 0
+
+
 def _eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_run, parse_overrides
     from .tracking import absolute_tracking_uri
@@ -224,6 +263,23 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--smoke", action="store_true")
     sb.add_argument("--quiet", action="store_true")
     sb.set_defaults(func=_sweep_submit)
+
+    lo = ssub.add_parser("local", help="run a grid/random spec without Ray (worker processes; CPU or one GPU); "
+                                       "offline unless --mlflow-uri is given")
+    lo.add_argument("spec", help="path to the YAML spec")
+    lo.add_argument("--out", required=True, help="results folder (checkpoints, spill files); run again to resume")
+    lo.add_argument("--jobs", type=int, default=1, help="trials at once (worker processes)")
+    lo.add_argument("--device", default=None, help="torch device for every trial, e.g. cuda (default: cpu)")
+    lo.add_argument("--mlflow-uri", default=None, help="log live to this store (default: offline, spill files)")
+    lo.add_argument("--smoke", action="store_true", help="run every trial for a few steps only")
+    lo.set_defaults(func=_sweep_local)
+
+    tr = sub.add_parser("tracking", help="tracking utilities")
+    trsub = tr.add_subparsers(dest="tracking_command", required=True)
+    rp_ = trsub.add_parser("replay", help="send spill files (offline sweeps, tracking outages) to an MLflow store")
+    rp_.add_argument("paths", nargs="+", help="spill files (.jsonl) or folders of them")
+    rp_.add_argument("--mlflow-uri", default=None, help="default sqlite:///<cwd>/mlflow.db")
+    rp_.set_defaults(func=_tracking_replay)
 
     e = sub.add_parser("eval", help="re-evaluate a finished trial's checkpoint on new conditions, logged to its run")
     e.add_argument("run_id", help="the trial's MLflow run id")

@@ -19,7 +19,7 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from .tasks import TASKS
-from .trainable import CHECKPOINT_FILE, load_checkpoint, nest
+from .trial import CHECKPOINT_FILE, load_checkpoint, nest
 
 __all__ = ["evaluate_run", "load_trial", "parse_overrides"]
 

@@ -123,9 +123,9 @@ def run_sweep(spec: SweepSpec, spec_text: str, *, address: str | None = None, ml
                                                      "spec": yaml.safe_load(spec_text) if spec_text else None,
                                                      "smoke": smoke}, indent=2))
     tags = json.loads((path / "sweep.json").read_text())["tags"]
-    ctx = {"tracking_uri": uri, "experiment_id": sweeper.experiment_id, "parent_run_id": parent,
-           "sweep_id": sweep_id, "seeds": spec.seed_list, "tags": tags, "cpus": spec.resources.cpu,
-           "gpus": spec.resources.gpu}
+    ctx = {"tracking_uri": uri, "experiment_id": sweeper.experiment_id, "experiment": experiment,
+           "parent_run_id": parent, "sweep_id": sweep_id, "seeds": spec.seed_list, "tags": tags,
+           "cpus": spec.resources.cpu, "gpus": spec.resources.gpu, "spill_dir": str(path / "tracking_spill")}
     trainable = tune.with_resources(tune.with_parameters(train_trial, ctx=ctx),
                                     {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
     run_config = tune.RunConfig(

@@ -1,60 +1,15 @@
-"""The trial: a pure function of its resolved config and its checkpoint.
-
-Builds task and model from the flat config, trains with Adam and gradient clipping, evaluates every
-``optim.eval_every`` steps, then writes a checkpoint (model, optimiser, RNG states, step; written atomically),
-logs the report to MLflow in one batch and hands it to Tune. Restarted from a checkpoint it continues the
-same run: same batches, same dropout masks, the same MLflow run.
-"""
+"""Tune's function trainable: ``run_trial`` with Tune's checkpoint, trial id and report."""
 
 from __future__ import annotations
 
-import math
-import os
-import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import ray
-import torch
 from ray import tune
 
-from rims_core import count_parameters, macs_per_step
+from .trial import run_trial
 
-from .space import config_id, resolve
-from .tasks import TASKS
-from .tasks.base import recurrent_core
-from .tracking import TAG_CONFIG, NullTracker, TrialTracker
-
-__all__ = ["CHECKPOINT_FILE", "load_checkpoint", "nest", "run_trial", "save_checkpoint", "train_trial"]
-
-CHECKPOINT_FILE = "state.pt"
-
-
-def nest(flat: dict[str, Any], prefix: str) -> dict[str, Any]:
-    """{"model.comm.enabled": x, ...} -> {"comm": {"enabled": x}, ...} for the keys under prefix."""
-    out: dict[str, Any] = {}
-    for key, value in flat.items():
-        if not key.startswith(prefix + "."):
-            continue
-        node = out
-        *parents, leaf = key[len(prefix) + 1:].split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return out
-
-
-def save_checkpoint(directory: Path, state: dict[str, Any]) -> None:
-    """Atomic: written to a temporary name, then renamed; a half-written file is never at the final path."""
-    tmp = directory / (CHECKPOINT_FILE + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, directory / CHECKPOINT_FILE)
-
-
-def load_checkpoint(directory: str | Path) -> dict[str, Any]:
-    return torch.load(Path(directory) / CHECKPOINT_FILE, weights_only=True)
+__all__ = ["train_trial"]
 
 
 def train_trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
@@ -70,87 +25,3 @@ def train_trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     else:
         with ckpt.as_directory() as d:
             run_trial(config, ctx, trial_id=trial_id, checkpoint_dir=Path(d), report=report)
-
-
-def run_trial(config: dict[str, Any], ctx: dict[str, Any], *, trial_id: str, checkpoint_dir: Path | None,
-              report: Callable[[dict[str, float], Path | None], None]) -> None:
-    """Train one trial from its config (and its last checkpoint, if any), reporting every eval_every steps.
-
-    ctx: tracking_uri (None: tracking off), experiment_id, parent_run_id, sweep_id, seeds, tags, cpus, gpus.
-    report(metrics, checkpoint_dir) is called with a directory that holds the checkpoint of that report.
-    """
-    flat = dict(config.get("trial", config))  # grid / random: the whole flat config under "trial"
-    if "__trial_index__" in flat:  # Optuna + Repeater: the repeat index picks the seed
-        flat["seed"] = ctx["seeds"][flat["__trial_index__"]]
-    flat = resolve(flat)
-    seed = int(flat["seed"])
-    torch.set_num_threads(max(1, math.ceil(ctx.get("cpus", 1))))  # Ray sets OMP threads, not torch's pool
-    device = torch.device("cuda" if torch.cuda.is_available() and ctx.get("gpus", 0) > 0 else "cpu")
-
-    task_cls = TASKS[flat["task.name"]]
-    task_settings = {k: v for k, v in nest(flat, "task").items() if k != "name"}
-    task = task_cls(task_cls.settings_model(**task_settings), nest(flat, "model"), device)
-    optim = nest(flat, "optim")
-    torch.manual_seed(seed)
-    model = task.build_model()
-    opt = torch.optim.Adam(model.parameters(), lr=optim["lr"])
-    gen = torch.Generator().manual_seed(seed)
-    step = 0
-    if checkpoint_dir is not None:
-        state = load_checkpoint(checkpoint_dir)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        gen.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        step = int(state["step"])
-
-    tracker = NullTracker() if ctx.get("tracking_uri") is None else TrialTracker(
-        ctx["tracking_uri"], ctx["experiment_id"], ctx["parent_run_id"], ctx["sweep_id"], trial_id, flat,
-        {**ctx.get("tags", {}), TAG_CONFIG: config_id(flat), "rims.device": str(device)})
-    node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
-    tracker.set_tags({"rims.node_id": node})  # where the trial (last) ran: a restart elsewhere updates it
-    if step == 0:
-        tracker.log({"model/num_params": count_parameters(model),
-                     "model/macs_per_step": macs_per_step(recurrent_core(model))}, 0)
-
-    max_steps, every = optim["max_steps"], optim["eval_every"]
-    sums: dict[str, float] = {}
-    n, t0 = 0, time.perf_counter()
-    batch = None
-    while step < max_steps:
-        model.train()
-        batch = task.sample_batch(optim["batch_size"], gen)
-        loss, train_m = task.loss(model, batch)
-        step += 1
-        if not torch.isfinite(loss):
-            reason = f"non-finite loss ({loss.item()}) at step {step}"
-            tracker.set_tags({"rims.failure": reason})
-            tracker.finish("FAILED")
-            report({"failed": 1.0, "step": step}, None)  # ends the trial; Tune does not retry a sure failure
-            return
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), optim["grad_clip"])
-        opt.step()
-        for k, v in train_m.items():
-            sums[k] = sums.get(k, 0.0) + v
-        n += 1
-        if step % every == 0 or step == max_steps:
-            elapsed = time.perf_counter() - t0
-            model.eval()
-            with torch.no_grad():
-                metrics = {f"train/{k}": v / n for k, v in sums.items()}
-                metrics.update(task.evaluate(model))
-                metrics.update(task.selection_stats(model, batch))
-            metrics["sys/steps_per_s"] = n / elapsed
-            metrics["step"] = step
-            with tempfile.TemporaryDirectory() as d:
-                save_checkpoint(Path(d), {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                          "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
-                                          "step": step})
-                tracker.log(metrics, step)
-                if step == max_steps:
-                    tracker.artifact(Path(d) / CHECKPOINT_FILE)
-                report({**metrics, "failed": 0.0}, Path(d))
-            sums, n, t0 = {}, 0, time.perf_counter()
-    tracker.finish("FINISHED")

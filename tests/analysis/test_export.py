@@ -18,7 +18,7 @@ from analysis.schema import BASE_COLUMNS, HISTORY_COLUMNS, MANIFEST, METRICS_FIL
 from sweeps.space import resolve
 from sweeps.spec import base_config, load_spec
 from sweeps.tracking import SweepTracker
-from sweeps.trainable import run_trial
+from sweeps.trial import run_trial
 
 EXP = "export-test"
 SPEC = {"name": "t", "task": {"name": "copying", "blank": 3, "test_blanks": [6], "eval_size": 16},

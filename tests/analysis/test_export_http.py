@@ -11,7 +11,7 @@ from analysis.schema import METRICS_FILE, RUNS_FILE
 from sweeps.space import resolve
 from sweeps.spec import base_config, load_spec
 from sweeps.tracking import SweepTracker
-from sweeps.trainable import run_trial
+from sweeps.trial import run_trial
 from tests.sweeps.servers import mlflow_server
 
 pytestmark = pytest.mark.integration

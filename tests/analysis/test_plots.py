@@ -271,7 +271,7 @@ def test_load_trial_model_rebuilds_the_trained_model(tmp_path):
     from sweeps.space import resolve
     from sweeps.spec import base_config, load_spec
     from sweeps.tracking import SweepTracker
-    from sweeps.trainable import CHECKPOINT_FILE, run_trial
+    from sweeps.trial import CHECKPOINT_FILE, run_trial
 
     spec = {"name": "t", "task": {"name": "copying", "blank": 3, "test_blanks": [6], "eval_size": 8},
             "model": {"kind": "rims", "hidden_size": 12, "num_units": 3, "top_k": 2},

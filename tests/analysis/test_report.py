@@ -10,7 +10,7 @@ from analysis.report import build_report
 from sweeps.space import resolve
 from sweeps.spec import base_config, load_spec
 from sweeps.tracking import SweepTracker
-from sweeps.trainable import run_trial
+from sweeps.trial import run_trial
 
 SPEC = {"name": "rep", "task": {"name": "copying", "blank": 3, "test_blanks": [6], "eval_size": 16},
         "model": {"kind": "rims", "hidden_size": 12, "num_units": 3, "top_k": 2},

@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 from sweeps.space import resolve
 from sweeps.spec import base_config, load_spec
 from sweeps.tracking import SweepTracker
-from sweeps.trainable import CHECKPOINT_FILE, nest, run_trial
+from sweeps.trial import CHECKPOINT_FILE, nest, run_trial
 
 SPEC = {"name": "t", "task": {"name": "copying", "blank": 3, "test_blanks": [6], "eval_size": 16},
         "model": {"kind": "rims", "hidden_size": 12, "num_units": 3, "top_k": 2},

@@ -1,0 +1,182 @@
+"""Run a grid or random sweep without Ray: trials in local worker processes, on the CPU or one GPU.
+
+For machines where Ray or a tracking server is not available (a lent GPU box, a compute node that cannot
+reach the tracking server). With ``mlflow_uri`` the runs are logged live, as ``rims sweep run`` logs them;
+without it the sweep is offline: every tracking operation goes to JSON-lines files under ``OUT/spill``
+(``sweep.jsonl`` for the parent run, one file per trial), and ``rims tracking replay OUT/spill --mlflow-uri URI``
+creates the same parent and nested runs, with the same names, later. Checkpoints go to
+``OUT/trials/<trial_id>/state.pt``; running the same command again resumes the unfinished trials.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .space import config_id, resolve, trial_points
+from .spec import SpecError, SweepSpec
+from .tracking import SweepTracker, TrialTracker, absolute_tracking_uri, git_state, package_versions
+from .trial import CHECKPOINT_FILE, run_trial
+
+__all__ = ["LocalResult", "run_local"]
+
+RESULT_FILE = "result.json"
+
+
+class _Stop(Exception):
+    """The stopping rule ended the trial (not an error)."""
+
+
+@dataclass
+class LocalResult:
+    sweep_id: str
+    path: Path
+    counts: dict[str, int] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+
+
+def _trial(config: dict[str, Any], ctx: dict[str, Any], trial_id: str, directory: str,
+           stop: tuple[str | None, float | None, str], deadline: float | None) -> dict[str, Any]:
+    """One trial in a worker process: resumes from directory/state.pt, writes the checkpoint of each report
+    there (atomically: copied to a temporary name, then renamed) and the outcome to result.json. It stops at
+    the first report where the stopping rule holds or the sweep's time budget (deadline, epoch s) is spent."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    last: dict[str, float] = {}
+    metric, threshold, mode = stop
+
+    def report(metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
+        last.clear()
+        last.update(metrics)
+        if checkpoint_dir is not None:
+            shutil.copy2(checkpoint_dir / CHECKPOINT_FILE, out / (CHECKPOINT_FILE + ".tmp"))
+            os.replace(out / (CHECKPOINT_FILE + ".tmp"), out / CHECKPOINT_FILE)
+        value = metrics.get(metric) if metric else None
+        if value is not None and (value <= threshold if mode == "min" else value >= threshold):
+            raise _Stop
+        if deadline is not None and time.time() >= deadline:
+            raise _Stop
+
+    ckpt = out if (out / CHECKPOINT_FILE).exists() else None
+    status, error = "completed", None
+    try:
+        run_trial(config, ctx, trial_id=trial_id, checkpoint_dir=ckpt, report=report)
+        if last.get("failed"):
+            status = "failed"
+    except _Stop:
+        status = "stopped_early"
+    except Exception as e:
+        status, error = "errored", f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+    result = {"trial_id": trial_id, "status": status, "error": error, "last": last}
+    (out / RESULT_FILE).write_text(json.dumps(result, indent=2))
+    return result
+
+
+def run_local(spec: SweepSpec, spec_text: str, out: str | Path, *, jobs: int = 1, device: str | None = None,
+              mlflow_uri: str | None = None, smoke: bool = False) -> LocalResult:
+    """Run every trial of a grid / random spec in up to ``jobs`` processes; resumable (same out)."""
+    if spec.search.algorithm == "optuna" or spec.scheduler.name != "none":
+        raise SpecError([("search.algorithm" if spec.search.algorithm == "optuna" else "scheduler.name",
+                          "the local runner runs grid and random searches without a scheduler; use "
+                          "`rims sweep run` (Ray Tune) for Optuna or ASHA")])
+    if smoke:
+        from .runner import _smoke
+
+        spec = _smoke(spec)
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    state_file = out / "sweep.json"
+    uri = absolute_tracking_uri(mlflow_uri) if mlflow_uri else None
+    experiment = spec.experiment or spec.name
+    if state_file.exists():
+        state = json.loads(state_file.read_text())
+    else:
+        sha, dirty = git_state()
+        tags = {"rims.git_sha": sha, "rims.git_dirty": str(dirty), "rims.runner": "local",
+                **{f"rims.version.{k}": v for k, v in package_versions().items()}}
+        metric, mode = spec.objective
+        params = {"search.algorithm": spec.search.algorithm, "search.num_samples": spec.search.num_samples,
+                  "search.metric": metric, "search.mode": mode, "scheduler.name": spec.scheduler.name,
+                  "seeds": json.dumps(spec.seed_list), "resources.cpu": spec.resources.cpu,
+                  "resources.gpu": spec.resources.gpu, "smoke": smoke, "task.name": spec.task["name"]}
+        state = {"sweep_id": f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}", "tags": tags, "params": params,
+                 "spec": yaml.safe_load(spec_text) if spec_text else None, "experiment": experiment}
+        op = {"op": "sweep", "experiment": experiment, "sweep_id": state["sweep_id"], "params": params,
+              "tags": tags, "spec_text": spec_text}
+        if uri:
+            tracker = SweepTracker(uri, experiment)
+            state["parent_run_id"] = tracker.start(state["sweep_id"], params, tags, spec_text)
+            state["experiment_id"] = tracker.experiment_id
+        else:
+            (out / "spill").mkdir(exist_ok=True)
+            (out / "spill" / "sweep.jsonl").write_text(json.dumps(op) + "\n")
+        state_file.write_text(json.dumps(state, indent=2))
+    sweep_id = state["sweep_id"]
+    cpus = max(1, (os.cpu_count() or 1) // max(1, jobs)) if not spec.resources.cpu else spec.resources.cpu
+    ctx = {"tracking_uri": uri, "experiment_id": state.get("experiment_id", ""), "experiment": experiment,
+           "parent_run_id": state.get("parent_run_id", ""), "sweep_id": sweep_id, "seeds": spec.seed_list,
+           "tags": state["tags"], "cpus": cpus, "gpus": 1 if device and device.startswith("cuda") else 0,
+           "spill_dir": str(out / "spill"), "device": device}
+    stop = (spec.stop.metric, spec.stop.threshold, spec.stop.mode)
+    deadline = time.time() + spec.stop.time_budget_s if spec.stop.time_budget_s else None
+    trials = [(f"{i:05d}", p) for i, p in enumerate(trial_points(spec))]
+    results: dict[str, dict[str, Any]] = {}
+    todo = []
+    for tid, point in trials:
+        done = out / "trials" / tid / RESULT_FILE
+        if done.exists() and json.loads(done.read_text())["status"] != "errored":
+            results[tid] = json.loads(done.read_text())
+        else:
+            todo.append((tid, point))
+    with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_trial, point, ctx, tid, str(out / "trials" / tid), stop, deadline)
+                   for tid, point in todo]
+        for fut in as_completed(futures):
+            res = fut.result()
+            results[res["trial_id"]] = res
+            print(f"trial {res['trial_id']}: {res['status']}" + (f" ({res['error']})" if res["error"] else "")
+                  + "".join(f"  {k}={v:.4g}" for k, v in res["last"].items() if k == spec.objective[0]), flush=True)
+    return _finish(spec, results, ctx, LocalResult(sweep_id, out))
+
+
+def _finish(spec: SweepSpec, results: dict[str, dict[str, Any]], ctx: dict[str, Any],
+            result: LocalResult) -> LocalResult:
+    """Close the runs of trials that did not close their own (stopped, errored), then the parent run."""
+    counts = {"trials": len(results), "completed": 0, "stopped_early": 0, "failed": 0, "errored": 0}
+    points = {f"{i:05d}": p for i, p in enumerate(trial_points(spec))}
+    for tid, res in sorted(results.items()):
+        counts[res["status"]] += 1
+        if res["status"] in ("completed", "failed"):
+            if res["status"] == "failed":
+                result.failures.append(f"{tid}: failed")
+            continue
+        flat = resolve(points[tid])
+        tracker = TrialTracker(ctx["tracking_uri"], ctx["experiment_id"], ctx["parent_run_id"], ctx["sweep_id"],
+                               tid, flat, {**ctx["tags"], "rims.config_id": config_id(flat)},
+                               experiment=ctx["experiment"], spill_dir=ctx["spill_dir"])
+        if res["status"] == "errored":
+            result.failures.append(f"{tid}: {res['error']}")
+            tracker.set_tags({"rims.failure": res["error"] or "error"})
+            tracker.finish("FAILED")
+        else:
+            tracker.set_tags({"rims.stopped_early": "true"})
+            tracker.finish("FINISHED")
+    result.counts = counts
+    summary = {"counts": counts, "failures": result.failures}
+    status = "FAILED" if counts["trials"] and counts["errored"] == counts["trials"] else "FINISHED"
+    if ctx["tracking_uri"]:
+        SweepTracker(ctx["tracking_uri"], ctx["experiment"]).finish(ctx["parent_run_id"], summary, status)
+    else:
+        op = {"op": "sweep_finish", "summary": summary, "status": status, "time": int(time.time() * 1000)}
+        with open(Path(ctx["spill_dir"]) / "sweep.jsonl", "a") as f:
+            f.write(json.dumps(op, default=str) + "\n")
+    return result
