@@ -56,17 +56,38 @@ def kill(pids: list[int]) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-@contextlib.contextmanager
-def mlflow_server(root: Path, env: dict[str, str] | None = None) -> Iterator[str]:
-    """`mlflow server` on 127.0.0.1 (one worker, no job runner: ~0.5 GB), yields its URL; killed on exit."""
-    port = free_port()
+def start_mlflow(root: Path, port: int, env: dict[str, str] | None = None, workers: int = 1,
+                 log: Path | None = None) -> subprocess.Popen:
+    """`mlflow server` on 127.0.0.1:port over root/mlflow.db (the same store across restarts); waits until it
+    answers. One worker and no job runner by default (~0.5 GB). log: where its stderr goes."""
     env = {**(env or os.environ), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    err = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - owned by the server process
     proc = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
          "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--default-artifact-root", str(root / "artifacts")],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        env=env, stdout=err, stderr=err, start_new_session=True)
     try:
-        wait_http(f"http://127.0.0.1:{port}/health")
+        wait_http(f"http://127.0.0.1:{port}/health", timeout=120)
+    except TimeoutError:
+        stop_mlflow(proc)
+        raise
+    return proc
+
+
+def stop_mlflow(proc: subprocess.Popen) -> None:
+    """SIGKILL the server and its workers (an outage, not a shutdown); returns once they are gone."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+@contextlib.contextmanager
+def mlflow_server(root: Path, env: dict[str, str] | None = None, workers: int = 1,
+                  log: Path | None = None) -> Iterator[str]:
+    """`mlflow server` on 127.0.0.1 on a free port, yields its URL; killed on exit."""
+    port = free_port()
+    proc = start_mlflow(root, port, env, workers, log)
+    try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
+        stop_mlflow(proc)
