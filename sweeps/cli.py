@@ -88,6 +88,9 @@ def _sweep_local(args: argparse.Namespace) -> int:
     from .local import run_local
     from .spec import SpecError
 
+    if args.jobs < 1:
+        print(f"rims: --jobs: Expected a positive number of worker processes, got {args.jobs}", file=sys.stderr)
+        return 2
     spec, text = _load(args.spec)
     if spec is None:
         return 2

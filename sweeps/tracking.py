@@ -330,6 +330,7 @@ class TrialTracker:
         self._outage_since: float | None = None
         self._next_try = 0.0
         self.last_step = -1
+        self.transient_errors = 0  # failed sends that were retried (an outage, a busy store)
         self.writer: RunWriter | None = None
         if uri is not None:
             # fail fast inside MLflow (its default: 7 retries with backoff, minutes per call); we retry ourselves
@@ -377,6 +378,7 @@ class TrialTracker:
                               self.spill_path)
                     self._spill([{**self._queue.pop(0), "refused": str(e)[:500]}])
                     continue
+                self.transient_errors += 1
                 if self._outage_since is None:
                     self._outage_since = now
                     log.warning("tracking: %s unreachable (%s); buffering and retrying", self.uri,
