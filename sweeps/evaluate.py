@@ -42,7 +42,11 @@ def load_trial(run_id: str, tracking_uri: str, overrides: dict[str, Any] | None 
     """A finished trial's task (with task.* overrides), trained model (eval mode, CPU) and checkpoint state,
     rebuilt from its MLflow artifacts config.json and state.pt."""
     client = MlflowClient(tracking_uri)
-    client.get_run(run_id)  # a clear MLflow error for an unknown id, before any download
+    try:
+        client.get_run(run_id)
+    except Exception as e:
+        raise ValueError(f"run {run_id!r} not found in {tracking_uri} ({str(e).splitlines()[0][:200]}); check the "
+                         "id, or pass --mlflow-uri of the store that holds it") from None
     with tempfile.TemporaryDirectory() as d:
         try:
             cfg_path = client.download_artifacts(run_id, "config.json", d)

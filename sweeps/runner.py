@@ -226,7 +226,27 @@ def _finish(spec: SweepSpec, grid: Any, sweeper: SweepTracker, result: SweepResu
                     client.set_terminated(run.info.run_id, "FINISHED")
         else:
             counts["completed"] += 1
+    _close_orphans(client, runs, {res.metrics.get("trial_id") for res in grid if res.metrics})
     result.counts = counts
     sweeper.finish(result.parent_run_id, {"counts": counts, "failures": result.failures},
                    "FAILED" if counts["trials"] and counts["errored"] == counts["trials"] else "FINISHED")
     return result
+
+
+def _close_orphans(client: Any, runs: dict[str, Any], known: set[str]) -> None:
+    """Runs left RUNNING by trials Tune no longer knows: the driver died after the trial started and before
+    Tune's next experiment checkpoint, so the restored searcher generated that configuration and seed again
+    under a new trial id. The orphan is closed as KILLED (tables count FINISHED runs only) and points to the
+    run that replaced it."""
+    for trial_id, run in runs.items():
+        if trial_id in known or run.info.status != "RUNNING":
+            continue
+        twin = next((r for t, r in runs.items() if t in known and r.data.tags.get("rims.config_id") ==
+                     run.data.tags.get("rims.config_id") and r.data.tags.get("rims.seed") ==
+                     run.data.tags.get("rims.seed")), None)
+        client.set_tag(run.info.run_id, "rims.failure", "interrupted with the driver; "
+                       + (f"restarted as trial {twin.data.tags['rims.trial_id']} (run {twin.info.run_id})"
+                          if twin else "not restarted"))
+        if twin:
+            client.set_tag(run.info.run_id, "rims.superseded_by", twin.info.run_id)
+        client.set_terminated(run.info.run_id, "KILLED")

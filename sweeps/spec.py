@@ -273,18 +273,26 @@ def validate(spec: SweepSpec) -> list[tuple[str, str]]:
                 and sorted(vals) == list(range(min(vals), max(vals) + 1))):
             errors.append(("space.model.top_k", "with Optuna, top_k is suggested as an integer range bounded by "
                            f"num_units: give {{int: [low, high]}} or consecutive ints, got {vals}"))
-    metric, _ = spec.objective
-    if metric.split("/")[0] not in ("val", "train", "eval"):
-        errors.append(("search.metric", f"expected a metric like 'val/<name>', got {metric!r}"))
-    elif metric.startswith("eval/"):
-        errors.append(("search.metric", f"{metric!r} is an out-of-distribution test condition; optimise a val/ "
-                                        "metric (selecting on the test column biases the result)"))
-    elif metric.split("/", 1)[1].split("_")[0] not in spec.task_cls.metric_docs:
-        errors.append(("search.metric", f"unknown metric {metric!r} for task {spec.task['name']!r}; the task "
-                                        f"reports {sorted('val/' + m for m in spec.task_cls.metric_docs)}"))
+    errors += _metric_errors(spec, "search.metric", spec.objective[0])
+    if spec.stop.metric is not None:
+        errors += _metric_errors(spec, "stop.metric", spec.stop.metric)
     if not errors:
         errors += _check_models(spec)
     return errors
+
+
+def _metric_errors(spec: SweepSpec, field: str, metric: str) -> list[tuple[str, str]]:
+    """A metric the trials report, and not an out-of-distribution test column (choosing or stopping on the
+    test column biases the result)."""
+    if metric.split("/")[0] not in ("val", "train", "eval"):
+        return [(field, f"expected a metric like 'val/<name>', got {metric!r}")]
+    if metric.startswith("eval/"):
+        return [(field, f"{metric!r} is an out-of-distribution test condition; use a val/ metric (selecting "
+                        "on the test column biases the result)")]
+    if metric.split("/", 1)[1].split("_")[0] not in spec.task_cls.metric_docs:
+        return [(field, f"unknown metric {metric!r} for task {spec.task['name']!r}; the task reports "
+                        f"{sorted('val/' + m for m in spec.task_cls.metric_docs)}")]
+    return []
 
 
 def _values(spec: SweepSpec, key: str) -> list[Any]:

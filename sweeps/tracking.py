@@ -302,7 +302,7 @@ def replay_paths(paths: list[str | Path], uri: str) -> list[tuple[Path, int]]:
         elif p.is_file():
             files.append(p)
         else:
-            raise ValueError(f"rims tracking replay: Expected a spill file or a folder of them, got {str(p)!r} "
+            raise ValueError(f"tracking replay: Expected a spill file or a folder of them, got {str(p)!r} "
                              "(no such file or folder)")
     return [(f, replay(f, uri)) for f in files]
 

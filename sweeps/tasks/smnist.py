@@ -244,11 +244,18 @@ class SmnistTask(Task):
 
     @classmethod
     def preflight(cls, settings: SmnistSettings) -> list[tuple[str, str]]:
-        """The MNIST files must be where task.data_dir says (checked where the sweep runs, before any run)."""
+        """The MNIST files must be where task.data_dir says, whole and well-formed (checked where the sweep runs,
+        before any run)."""
         if settings.source != "mnist":
             return []
         message = missing_mnist_message(settings.data_dir)
-        return [("task.data_dir", message)] if message else []
+        if message:
+            return [("task.data_dir", message)]
+        try:  # a truncated or wrong file is refused here too, not in every trial
+            load_mnist(settings.data_dir)
+        except (ValueError, OSError, EOFError) as e:
+            return [("task.data_dir", f"{e}; replace the file with a fresh copy from {MNIST_URLS[0]}")]
+        return []
 
     def build_model(self) -> nn.Module:
         return SmnistModel(self.model_settings).to(self.device)

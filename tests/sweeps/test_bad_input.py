@@ -128,7 +128,7 @@ CASES = [
     Case("name/task", RUN, r"task\.name", r"expected one of \[.*'copying'.*\]", with_("task/name", "copy")),
     Case("name/search.metric", RUN, r"search\.metric", r"the task reports \[.*'val/ce'.*\]",
          with_("search/metric", "val/loss")),
-    Case("name/search.metric-eval", RUN, r"search\.metric", r"optimise a val/ metric",
+    Case("name/search.metric-eval", RUN, r"search\.metric", r"use a val/ metric",
          with_("search/metric", "eval/ce_blank6")),
     Case("name/stop.metric", RUN, r"stop\.metric", r"'val/ce'", with_("stop", {"metric": "val/loss", "threshold": 0}),
          ray="local"),  # refused at spec time if at all; may reach a cluster, so it is given one

@@ -67,3 +67,62 @@ def test_resume_after_sigkill_of_the_driver(tmp_path):
     for r in kids:
         steps = [m.step for m in client.get_metric_history(r.info.run_id, "val/ce")]
         assert steps == [10, 20, 30, 40, 50, 60], (r.data.tags["rims.trial_id"], steps)
+
+
+def test_optuna_sweep_resumes_after_sigkill_without_repeated_or_lost_suggestions(tmp_path):
+    """Optuna (TPE, its study in RDB storage beside the results) x 2 seeds: after the driver's SIGKILL and
+    --resume, all num_samples x seeds trials finish, each configuration runs once per seed, and the study holds
+    exactly num_samples finished trials whose parameters are those of the MLflow runs."""
+    import optuna
+
+    samples, seeds = 4, 2
+    spec = tmp_path / "tpe.yaml"
+    spec.write_text(yaml.safe_dump({
+        "name": "tpe", "task": {"name": "copying", "blank": 3, "test_blanks": [6], "eval_size": 16},
+        "model": {"kind": "rims", "hidden_size": 12, "num_units": 3},
+        "optim": {"lr": 0.01, "batch_size": 8, "max_steps": 60, "eval_every": 10}, "seeds": seeds,
+        "space": {"model.top_k": {"int": [1, 3]}, "optim.lr": {"loguniform": [1e-3, 1e-1]}},
+        "search": {"algorithm": "optuna", "num_samples": samples}, "max_concurrent": 1}))
+    db = tmp_path / "mlflow.db"
+    args = [str(BIN / "rims"), "sweep", "run", str(spec), "--storage-path", str(tmp_path / "results"),
+            "--mlflow-uri", f"sqlite:///{db}", "--quiet"]
+    env = {**os.environ, "RAY_ADDRESS": ""}
+    driver = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while finished_children(db) < 3 and time.time() < deadline and driver.poll() is None:
+        time.sleep(0.2)
+    assert driver.poll() is None, "the sweep ended before it could be interrupted"
+    os.kill(driver.pid, signal.SIGKILL)
+    driver.wait()
+    done_before = finished_children(db)
+    assert 3 <= done_before < samples * seeds
+    time.sleep(2)
+    proc = subprocess.run([*args, "--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert f"{samples * seeds} trials, {samples * seeds} completed" in proc.stdout, proc.stdout[-2000:]
+    client = MlflowClient(f"sqlite:///{db}")
+    runs = client.search_runs([client.get_experiment_by_name("tpe").experiment_id], max_results=100)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    kids = [r for r in runs if "mlflow.parentRunId" in r.data.tags and r.info.status == "FINISHED"]
+    # a trial that started after Tune's last experiment checkpoint is generated again under a new trial id;
+    # its first run is closed as KILLED and names its replacement (tables count FINISHED runs only)
+    orphans = [r for r in runs if "mlflow.parentRunId" in r.data.tags and r.info.status != "FINISHED"]
+    assert all(r.info.status == "KILLED" and r.data.tags["rims.superseded_by"] in {k.info.run_id for k in kids}
+               for r in orphans), [(r.info.status, r.data.tags) for r in orphans]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(kids) == samples * seeds and len({r.data.tags["rims.trial_id"] for r in kids}) == samples * seeds
+    by_config: dict[tuple[str, str], list[str]] = {}
+    for r in kids:
+        by_config.setdefault((r.data.params["model.top_k"], r.data.params["optim.lr"]), []).append(
+            r.data.params["seed"])
+    assert len(by_config) == samples, "no suggestion repeated or lost"
+    assert all(sorted(s) == ["0", "1"] for s in by_config.values()), "each configuration once per seed"
+    study_db = next((tmp_path / "results").glob("tpe*/optuna.db"))
+    study = optuna.load_study(study_name="tpe", storage=f"sqlite:///{study_db}")
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == samples
+    assert {(str(t.params["model.top_k"]), str(t.params["optim.lr"])) for t in complete} == set(by_config)
+    print(f"\nRELIABILITY driver SIGKILL (optuna): {done_before} of {samples * seeds} runs finished before the kill; "
+          f"after --resume {len(kids)} finished runs (+{len(orphans)} interrupted, closed KILLED), "
+          f"{len(by_config)} configurations x {seeds} seeds, study trials "
+          f"{len(study.trials)} ({len(complete)} complete), 1 parent run")
