@@ -210,9 +210,13 @@ def _finish(spec: SweepSpec, grid: Any, sweeper: SweepTracker, result: SweepResu
         run = runs.get(trial_id)
         if res.error is not None:
             counts["errored"] += 1
-            result.failures.append(f"{trial_id}: {type(res.error).__name__}: {str(res.error).splitlines()[0][:200]}")
+            # the trial's own account (its run's failure tag) first; else the error's last line, which names the
+            # exception (the first is Ray's "ray::ImplicitFunc.train() (pid=...)" header)
+            lines = [ln for ln in str(res.error).splitlines() if ln.strip()]
+            reason = (run.data.tags.get("rims.failure") if run else None) or (lines[-1] if lines else repr(res.error))
+            result.failures.append(f"{trial_id}: {reason[:300]}")
             if run and run.info.status == "RUNNING":
-                client.set_tag(run.info.run_id, "rims.failure", str(res.error)[:500])
+                client.set_tag(run.info.run_id, "rims.failure", reason[:500])
                 client.set_terminated(run.info.run_id, "FAILED")
         elif res.metrics and res.metrics.get("failed"):
             counts["failed"] += 1

@@ -47,14 +47,36 @@ def nest(flat: dict[str, Any], prefix: str) -> dict[str, Any]:
 
 
 def save_checkpoint(directory: Path, state: dict[str, Any]) -> None:
-    """Atomic: written to a temporary name, then renamed; a half-written file is never at the final path."""
-    tmp = directory / (CHECKPOINT_FILE + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, directory / CHECKPOINT_FILE)
+    """Atomic: written to a temporary name, flushed to disk, then renamed over the final name; a write that
+    fails (disk full) or is killed leaves the previous checkpoint in place, and only the final name is read."""
+    final, tmp = directory / CHECKPOINT_FILE, directory / (CHECKPOINT_FILE + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, final)
+    fd = os.open(directory, os.O_RDONLY)  # the rename itself survives a crash
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def load_checkpoint(directory: str | Path) -> dict[str, Any]:
-    return torch.load(Path(directory) / CHECKPOINT_FILE, weights_only=True)
+    """The checkpoint at directory/state.pt (tensors and plain types only: weights_only). Only the final name is
+    ever read; a torn file there (it cannot come from save_checkpoint) is refused with its path."""
+    path = Path(directory) / CHECKPOINT_FILE
+    try:
+        return torch.load(path, weights_only=True)
+    except (RuntimeError, EOFError, OSError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise ValueError(f"checkpoint {path} is unreadable ({str(e).splitlines()[0][:200]}); it was not written "
+                         "by save_checkpoint or was damaged after it") from None
 
 
 def run_trial(config: dict[str, Any], ctx: dict[str, Any], *, trial_id: str, checkpoint_dir: Path | None,
@@ -74,6 +96,26 @@ def run_trial(config: dict[str, Any], ctx: dict[str, Any], *, trial_id: str, che
     device = torch.device(ctx.get("device") or (
         "cuda" if torch.cuda.is_available() and ctx.get("gpus", 0) > 0 else "cpu"))
 
+    tracker = NullTracker() if ctx.get("tracking_uri") is None and not ctx.get("spill_dir") else TrialTracker(
+        ctx.get("tracking_uri"), ctx.get("experiment_id", ""), ctx.get("parent_run_id", ""), ctx["sweep_id"],
+        trial_id, flat, {**ctx.get("tags", {}), TAG_CONFIG: config_id(flat), "rims.device": str(device)},
+        experiment=ctx.get("experiment"), spill_dir=ctx.get("spill_dir"))
+    ray = sys.modules.get("ray")  # under Tune: the node the trial runs on
+    node = ray.get_runtime_context().get_node_id() if ray is not None and ray.is_initialized() else "local"
+    tracker.set_tags({"rims.node_id": node})  # where the trial (last) ran: a restart elsewhere updates it
+    try:
+        _setup_and_train(flat, seed, device, checkpoint_dir, tracker, report)
+    except Exception as e:  # the run says why (Tune may still retry it: a retry reopens the same run)
+        tracker.set_tags({"rims.failure": f"{type(e).__name__}: {e}"[:500]})
+        tracker.finish("FAILED")
+        raise
+    except BaseException:
+        tracker.close()  # stopped: what was logged but not yet sent is kept, not lost
+        raise
+
+
+def _setup_and_train(flat: dict[str, Any], seed: int, device: torch.device, checkpoint_dir: Path | None,
+                     tracker: Any, report: Callable[[dict[str, float], Path | None], None]) -> None:
     task_cls = TASKS[flat["task.name"]]
     task_settings = {k: v for k, v in nest(flat, "task").items() if k != "name"}
     task = task_cls(task_cls.settings_model(**task_settings), nest(flat, "model"), device)
@@ -90,23 +132,10 @@ def run_trial(config: dict[str, Any], ctx: dict[str, Any], *, trial_id: str, che
         gen.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         step = int(state["step"])
-
-    tracker = NullTracker() if ctx.get("tracking_uri") is None and not ctx.get("spill_dir") else TrialTracker(
-        ctx.get("tracking_uri"), ctx.get("experiment_id", ""), ctx.get("parent_run_id", ""), ctx["sweep_id"],
-        trial_id, flat, {**ctx.get("tags", {}), TAG_CONFIG: config_id(flat), "rims.device": str(device)},
-        experiment=ctx.get("experiment"), spill_dir=ctx.get("spill_dir"))
-    ray = sys.modules.get("ray")  # under Tune: the node the trial runs on
-    node = ray.get_runtime_context().get_node_id() if ray is not None and ray.is_initialized() else "local"
-    tracker.set_tags({"rims.node_id": node})  # where the trial (last) ran: a restart elsewhere updates it
     if step == 0:
         tracker.log({"model/num_params": count_parameters(model),
                      "model/macs_per_step": macs_per_step(recurrent_core(model))}, 0)
-
-    try:
-        _train(task, model, opt, gen, step, optim, tracker, report)
-    except BaseException:
-        tracker.close()  # stopped or crashed: what was logged but not yet sent is kept, not lost
-        raise
+    _train(task, model, opt, gen, step, optim, tracker, report)
 
 
 def _train(task: Any, model: torch.nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator, step: int,

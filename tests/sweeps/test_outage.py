@@ -20,6 +20,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 BIN = Path(sys.executable).parent
 OUTAGE_S = 60
+SECRET = "rims-test-secret-4f1c9a"  # planted in the driver's environment: must not reach the tracking store
 
 
 def tune_reports(results: Path) -> dict[str, list[int]]:
@@ -46,7 +47,8 @@ def test_sweep_survives_a_60_s_tracking_outage(tmp_path):
     try:
         driver = subprocess.Popen(
             [str(BIN / "rims"), "sweep", "run", str(spec), "--mlflow-uri", uri, "--storage-path",
-             str(tmp_path / "results"), "--quiet"], cwd=tmp_path, env={**os.environ, "RAY_ADDRESS": ""},
+             str(tmp_path / "results"), "--quiet"], cwd=tmp_path,
+            env={**os.environ, "RAY_ADDRESS": "", "AWS_SECRET_ACCESS_KEY": SECRET, "MLFLOW_TRACKING_PASSWORD": SECRET},
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         client = MlflowClient(uri)
         deadline = time.time() + 240
@@ -88,6 +90,8 @@ def test_sweep_survives_a_60_s_tracking_outage(tmp_path):
             during += sum(down <= m.timestamp <= up for m in hist)
         assert during >= 2, "the trials went on reporting during the outage"
         assert not list((tmp_path / "results").rglob("*.jsonl")), "nothing was left in a spill file"
+        stored = [tmp_path / "mlflow.db", *(tmp_path / "artifacts").rglob("*")]
+        assert not [p for p in stored if p.is_file() and SECRET.encode() in p.read_bytes()], "no secret logged"
         total = sum(len(v) for v in reported.values())
         found = sum(len(client.get_metric_history(r.info.run_id, "val/ce")) for r in runs)
         print(f"\nRELIABILITY outage {OUTAGE_S} s: trials 2/2, runs 2, val/ce points in Tune {total}, in MLflow "

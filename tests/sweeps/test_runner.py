@@ -3,6 +3,7 @@ failure handling; and a bad spec that starts nothing."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -126,3 +127,19 @@ def test_stopping_rule_ends_trials_early_and_marks_their_runs(tmp_path, local_ra
     for r in children(res.tracking_uri, res.experiment_id, res.sweep_id):
         assert r.data.tags["rims.stopped_early"] == "true" and r.info.status == "FINISHED"
         assert [m.step for m in client.get_metric_history(r.info.run_id, "val/ce")] == [2]
+
+
+def test_a_trial_that_raises_is_failed_with_its_reason_and_the_sweep_goes_on(tmp_path, local_ray):
+    # blank 10**11 asks for terabytes when the task builds its evaluation data: the trial raises at its start
+    raw = {"name": "raises", "task": TASK, "model": MODEL, "optim": OPTIM, "max_failures": 0,
+           "space": {"task.blank": {"grid": [3, 10**11]}}}
+    res = run_sweep(load_spec(raw), yaml.safe_dump(raw), mlflow_uri=f"sqlite:///{tmp_path / 'm.db'}",
+                    storage_path=tmp_path / "results", quiet=True)
+    assert res.counts["trials"] == 2 and res.counts["completed"] == 1 and res.counts["errored"] == 1
+    assert len(res.failures) == 1 and "allocate" in res.failures[0]
+    runs = {r.data.params["task.blank"]: r for r in children(res.tracking_uri, res.experiment_id, res.sweep_id)}
+    assert runs["3"].info.status == "FINISHED"
+    assert runs[str(10**11)].info.status == "FAILED" and "allocate" in runs[str(10**11)].data.tags["rims.failure"]
+    summary = json.loads(Path(MlflowClient(res.tracking_uri).download_artifacts(
+        res.parent_run_id, "summary.json", str(tmp_path))).read_text())
+    assert summary["counts"]["errored"] == 1 and "allocate" in summary["failures"][0]
