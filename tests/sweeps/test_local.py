@@ -1,0 +1,75 @@
+"""The local runner (no Ray): offline spill files that `rims tracking replay` turns into the same parent and
+nested runs a Ray sweep logs; the stopping rule, a raising trial, and a rerun that resumes instead of repeating."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from sweeps.cli import main
+from sweeps.local import run_local
+from sweeps.spec import SpecError, load_spec
+
+pytestmark = pytest.mark.integration
+
+RAW = {"name": "loc", "experiment": "loc", "task": {"name": "copying", "blank": 3, "test_blanks": [6],
+                                                    "eval_size": 16},
+       "model": {"kind": "rims", "hidden_size": 12, "num_units": 3, "top_k": 2},
+       "optim": {"lr": 0.01, "batch_size": 8, "max_steps": 6, "eval_every": 2},
+       "space": {"model.kind": {"grid": ["rims", "lstm"]}, "task.blank": {"grid": [3, 10**11]}},
+       "stop": {"metric": "val/acc", "threshold": 1.0, "mode": "max"}}  # never met: the trials complete
+
+
+def test_offline_sweep_replays_into_the_same_hierarchy_and_resumes(tmp_path):
+    spec = load_spec(RAW)
+    res = run_local(spec, yaml.safe_dump(RAW), tmp_path / "out", jobs=2)
+    # blank 10**11 asks for terabytes when the task builds its data: those two trials raise
+    assert res.counts == {"trials": 4, "completed": 2, "stopped_early": 0, "failed": 0, "errored": 2}
+    assert all("allocate" in f for f in res.failures)
+    spill = tmp_path / "out" / "spill"
+    assert sorted(p.name for p in spill.glob("*.jsonl"))[-1] == "sweep.jsonl" and len(list(spill.glob("*.jsonl"))) == 5
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    assert main(["tracking", "replay", str(spill), "--mlflow-uri", uri]) == 0
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("loc").experiment_id])
+    parent = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    kids = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parent) == 1 and parent[0].info.status == "FINISHED"
+    assert parent[0].data.metrics["sweep/errored"] == 2 and parent[0].data.params["search.algorithm"] == "grid"
+    assert {r.data.tags["mlflow.parentRunId"] for r in kids} == {parent[0].info.run_id} and len(kids) == 4
+    by = {(r.data.params["model.kind"], r.data.params["task.blank"]): r for r in kids}
+    for kind in ("rims", "lstm"):
+        ok, bad = by[(kind, "3")], by[(kind, str(10**11))]
+        assert ok.info.status == "FINISHED"
+        assert [m.step for m in client.get_metric_history(ok.info.run_id, "val/ce")] == [2, 4, 6]
+        assert bad.info.status == "FAILED" and "allocate" in bad.data.tags["rims.failure"]
+    assert by[("lstm", "3")].data.params.get("model.top_k") is None, "RIM-only keys stay off baselines"
+    # a rerun resumes: finished trials are not run again (their spill files do not grow)
+    sizes = {p.name: p.stat().st_size for p in spill.glob("*__0000[02].jsonl")}
+    again = run_local(spec, yaml.safe_dump(RAW), tmp_path / "out", jobs=1)
+    assert again.sweep_id == res.sweep_id and again.counts["completed"] == 2
+    assert {p.name: p.stat().st_size for p in spill.glob("*__0000[02].jsonl")} == sizes
+    assert json.loads((tmp_path / "out" / "sweep.json").read_text())["sweep_id"] == res.sweep_id
+
+
+def test_stopping_rule_and_live_logging(tmp_path):
+    raw = {**RAW, "space": {"model.kind": {"grid": ["rims"]}},
+           "stop": {"metric": "val/ce", "threshold": 100.0, "mode": "min"}}  # met at the first report
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    res = run_local(load_spec(raw), yaml.safe_dump(raw), tmp_path / "out", mlflow_uri=uri)
+    assert res.counts["stopped_early"] == 1
+    assert not list((tmp_path / "out").rglob("*.jsonl")), "live logging: no spill file"
+    client = MlflowClient(uri)
+    (kid,) = client.search_runs([client.get_experiment_by_name("loc").experiment_id],
+                                filter_string="tags.`rims.trial_id` != ''")
+    assert kid.info.status == "FINISHED" and kid.data.tags["rims.stopped_early"] == "true"
+    assert [m.step for m in client.get_metric_history(kid.info.run_id, "val/ce")] == [2]
+
+
+def test_the_local_runner_refuses_optuna(tmp_path):
+    raw = {**RAW, "space": {"model.top_k": {"int": [1, 3]}}, "search": {"algorithm": "optuna"}}
+    with pytest.raises(SpecError, match="grid and random"):
+        run_local(load_spec(raw), "", tmp_path / "out")
