@@ -41,9 +41,10 @@ class ReportResult:
 
 
 def select_sweep(runs: pa.Table, sweep_id: str | None) -> tuple[pa.Table, str | None, str | None]:
-    """The runs of one sweep (default: the newest) and its parent run id. Experiments can hold several sweeps."""
-    if "rims.sweep_id" not in runs.column_names:
-        return runs, None, None
+    """The runs of one sweep (default: the newest) and its parent run id. Experiments can hold several sweeps;
+    sweep_id "all" takes every run of the experiment, "ID1,ID2" those sweeps together (no single parent then)."""
+    if "rims.sweep_id" not in runs.column_names or sweep_id == "all":
+        return runs, sweep_id, None
     parents = runs.filter(pc.is_null(runs["parent_run_id"]))
     ids = [s for s in parents["rims.sweep_id"].to_pylist() if s]
     if sweep_id is None:
@@ -51,8 +52,15 @@ def select_sweep(runs: pa.Table, sweep_id: str | None) -> tuple[pa.Table, str | 
             return runs, None, None
         newest = pc.index(parents["start_time"], pc.max(parents["start_time"])).as_py()
         sweep_id = parents["rims.sweep_id"][newest].as_py()
+    elif "," in sweep_id:
+        wanted = [w.strip() for w in sweep_id.split(",") if w.strip()]
+        unknown = [w for w in wanted if w not in ids]
+        if unknown:
+            raise ValueError(f"rims analyze: no sweep {unknown[0]!r} in this experiment; it holds {sorted(ids)}")
+        return runs.filter(pc.is_in(runs["rims.sweep_id"], pa.array(wanted))), sweep_id, None
     elif sweep_id not in ids:
-        raise ValueError(f"rims analyze: no sweep {sweep_id!r} in this experiment; it holds {sorted(ids)}")
+        raise ValueError(f"rims analyze: no sweep {sweep_id!r} in this experiment; it holds {sorted(ids)} (or "
+                         "give 'all', or several ids separated by commas)")
     chosen = runs.filter(pc.equal(runs["rims.sweep_id"], sweep_id))
     parent = chosen.filter(pc.is_null(chosen["parent_run_id"]))
     return chosen, sweep_id, (parent["run_id"][0].as_py() if parent.num_rows else None)

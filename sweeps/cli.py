@@ -308,13 +308,15 @@ def build_parser() -> argparse.ArgumentParser:
     tb.add_argument("--format", choices=["md", "latex", "csv"], default="md")
     tb.add_argument("--paper", choices=["ce", "ce_all"], default=None,
                     help="the RIMs paper's Table 1 layout (copying), with ce or ce_all")
-    tb.add_argument("--sweep-id", default=None, help="one sweep of the experiment (default: the newest)")
+    tb.add_argument("--sweep-id", default=None,
+                    help="one sweep of the experiment (default: the newest); 'all', or ids separated by commas")
     tb.set_defaults(func=_analyze_table)
     rp = asub.add_parser("report", help="Markdown + HTML report with tables and figures, logged to the parent run")
     rp.add_argument("--experiment", required=True)
     rp.add_argument("--mlflow-uri", default=None)
     rp.add_argument("--out", default=None, help="default reports/<experiment>")
-    rp.add_argument("--sweep-id", default=None, help="default: the newest sweep of the experiment")
+    rp.add_argument("--sweep-id", default=None,
+                    help="default: the newest sweep of the experiment; 'all', or ids separated by commas")
     rp.set_defaults(func=_analyze_report)
     return p
 

@@ -56,3 +56,19 @@ def test_unknown_experiment_names_those_that_exist(sweep):
     root, uri, _ = sweep
     with pytest.raises(ValueError, match="rep"):
         build_report("nope", uri, root / "nope")
+
+
+def test_select_sweep_takes_one_several_or_all_sweeps():
+    import pyarrow as pa
+
+    from analysis.report import select_sweep
+
+    runs = pa.table({"run_id": ["p1", "a", "p2", "b", "c"], "parent_run_id": [None, "p1", None, "p2", "p2"],
+                     "rims.sweep_id": ["s1", "s1", "s2", "s2", "s2"], "start_time": [1, 2, 3, 4, 5]})
+    chosen, sweep, parent = select_sweep(runs, None)
+    assert sweep == "s2" and parent == "p2" and chosen["run_id"].to_pylist() == ["p2", "b", "c"]
+    chosen, _, parent = select_sweep(runs, "s1,s2")
+    assert chosen.num_rows == 5 and parent is None
+    assert select_sweep(runs, "all")[0].num_rows == 5
+    with pytest.raises(ValueError, match=r"no sweep 's3'.*'s1', 's2'"):
+        select_sweep(runs, "s1,s3")
