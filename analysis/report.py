@@ -174,7 +174,8 @@ def build_report(experiment: str, tracking_uri: str | None = None, out_dir: str 
     kinds = set(children["model.kind"].to_pylist()) if "model.kind" in children.column_names else set()
     blocks += _main_effects(children, table.rows, objective)
     if {"rims"} < kinds and "lstm" in kinds:
-        for metric in [objective, *[m for m in table.metrics if m.startswith("eval/")][:2]]:
+        base = objective.split("/", 1)[1]  # the objective's measure at every evaluated condition
+        for metric in [objective, *[m for m in table.metrics if m.startswith(f"eval/{base}_")]]:
             try:
                 comp = paired_comparisons(runs, {"model.kind": "lstm"}, metric, table.rows)
                 blocks += [Block("h2", f"Against the LSTM baseline: {metric}"), Block("md_table", comp.to_markdown())]

@@ -38,6 +38,7 @@ __all__ = [
     "metric_direction",
     "paired_comparisons",
     "paper_table",
+    "per_run_table",
 ]
 
 Stat = Literal["final", "best", "min", "max"]
@@ -601,3 +602,18 @@ def paired_comparisons(runs: pa.Table, baseline: dict[str, Any], metric: str, ro
                      "that needs at least 6 paired seeds, or 4 vs 4 unpaired")
     return ComparisonTable(rows, dict(baseline), keys[hits[0]], metric, col, out, notes)
 
+
+
+def per_run_table(runs: pa.Table, rows: Sequence[str] | None = None, metrics: Sequence[str] | None = None,
+                  stat: Stat = "final", include_stopped_early: bool = True) -> pa.Table:
+    """One row per finished child run (the per-seed values behind an ablation table, so it can be recomputed):
+    run_id, the row keys, seed, then each metric's ``stat`` value, with the same defaults as ablation_table."""
+    agg = ablation_table(runs, rows, metrics, stat=stat, include_stopped_early=include_stopped_early)
+    sel, _ = _select(runs, include_stopped_early)
+    keys = [r for r in agg.rows if r != "seed"] + (["seed"] if "seed" in sel.column_names else [])
+    cols = {"run_id": sel["run_id"], **{k: sel[k] for k in keys},
+            **{m: sel[_stat_column(m, stat) if stat != "best" else m] for m in agg.metrics}}
+    if stat == "best":
+        cols.update({m: sel[_stat_column(m, "min" if metric_direction(m) == "min" else "max")] for m in agg.metrics})
+    order = sorted(range(sel.num_rows), key=lambda i: tuple(str(cols[k][i].as_py()) for k in keys))
+    return pa.table(cols).take(pa.array(order, pa.int64()))

@@ -158,7 +158,7 @@ def _analyze_table(args: argparse.Namespace) -> int:
 
     from analysis.report import select_sweep
     from analysis.schema import RUNS_FILE
-    from analysis.tables import ablation_table, paper_table
+    from analysis.tables import ablation_table, paper_table, per_run_table
 
     path = Path(args.export_dir) / RUNS_FILE
     if not path.is_file():
@@ -167,6 +167,15 @@ def _analyze_table(args: argparse.Namespace) -> int:
     split = (lambda v: [x for x in v.split(",") if x] if v else None)  # noqa: E731
     try:
         runs, _, _ = select_sweep(pq.read_table(path), args.sweep_id)
+        if args.per_run:
+            import io
+
+            import pyarrow.csv as pacsv
+
+            buf = io.BytesIO()
+            pacsv.write_csv(per_run_table(runs, split(args.rows), split(args.metrics), stat=args.stat), buf)
+            print(buf.getvalue().decode(), end="")
+            return 0
         if args.paper:
             table = paper_table(runs, which=args.paper, stat=args.stat, ci=args.ci)
         else:
@@ -308,6 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     tb.add_argument("--format", choices=["md", "latex", "csv"], default="md")
     tb.add_argument("--paper", choices=["ce", "ce_all"], default=None,
                     help="the RIMs paper's Table 1 layout (copying), with ce or ce_all")
+    tb.add_argument("--per-run", action="store_true",
+                    help="CSV of the per-seed values behind the table (one row per finished run) instead")
     tb.add_argument("--sweep-id", default=None,
                     help="one sweep of the experiment (default: the newest); 'all', or ids separated by commas")
     tb.set_defaults(func=_analyze_table)

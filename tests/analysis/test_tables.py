@@ -13,7 +13,14 @@ import pyarrow as pa
 import pytest
 from scipy import stats as sps
 
-from analysis.tables import OBJECTIVES, ablation_table, metric_direction, paired_comparisons, paper_table
+from analysis.tables import (
+    OBJECTIVES,
+    ablation_table,
+    metric_direction,
+    paired_comparisons,
+    paper_table,
+    per_run_table,
+)
 
 T975 = {2: 4.302652729911275, 3: 3.182446305284263, 1: 12.706204736174698}  # t_{0.975, df}
 
@@ -275,3 +282,17 @@ def test_rim_only_keys_constant_among_rims_are_not_default_rows():
                          "eval/ce_blank200.max": 2.0 + seed})
     table = ablation_table(pa.Table.from_pylist(rows))
     assert table.rows == ["model.kind", "model.top_k"]  # model.cell / comm.heads: null for LSTM, constant for RIMs
+
+
+def test_per_run_table_holds_the_values_behind_the_means():
+    runs = make_runs()
+    per = per_run_table(runs, metrics=["eval/ce_blank200"])
+    agg = ablation_table(runs, metrics=["eval/ce_blank200"])
+    assert per.column_names == ["run_id", "model.kind", "model.num_units", "model.top_k", "seed", "eval/ce_blank200"]
+    assert per.num_rows == 10, "finished child runs only: not the FAILED run, not the parent"
+    for key, cell in zip(agg.keys, agg.cells["eval/ce_blank200"], strict=True):
+        vals = [r["eval/ce_blank200"] for r in per.to_pylist()
+                if (r["model.kind"], r["model.num_units"], r["model.top_k"]) == key]
+        assert cell.mean == pytest.approx(statistics.mean(vals))
+    best = per_run_table(runs, metrics=["eval/ce_blank200"], stat="best")
+    assert best["eval/ce_blank200"].to_pylist() == pytest.approx([v - 0.1 for v in per["eval/ce_blank200"].to_pylist()])
