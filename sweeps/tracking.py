@@ -288,7 +288,13 @@ def replay(path: str | Path, uri: str) -> int:
     """Send a spill file to the store at uri (idempotent: run again, it adds nothing); returns metric points
     sent. A trial's file starts with its "open" operation, a sweep's with its "sweep" operation."""
     writer = RunWriter(uri)
-    return sum(writer.apply(op) for op in read_ops(path))
+    sent = 0
+    for op in read_ops(path):
+        if "refused" in op:  # kept for the record: the store refused it once and would again
+            log.warning("tracking: not replaying a %s operation the store refused (%s)", op["op"], op["refused"])
+            continue
+        sent += writer.apply(op)
+    return sent
 
 
 def replay_paths(paths: list[str | Path], uri: str) -> list[tuple[Path, int]]:
@@ -376,7 +382,8 @@ class TrialTracker:
                     # the store refused this operation: keep it in the spill file with the reason, go on
                     log.error("tracking: %s refused %s (%s); kept in %s", self.uri, self._queue[0]["op"], e,
                               self.spill_path)
-                    self._spill([{**self._queue.pop(0), "refused": str(e)[:500]}])
+                    refused = [{**self._queue.pop(0), "refused": str(e)[:500]}]
+                    self._spill(refused if self.spill_path.exists() else [self._open, *refused])
                     continue
                 self.transient_errors += 1
                 if self._outage_since is None:

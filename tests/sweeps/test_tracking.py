@@ -135,8 +135,12 @@ def test_an_operation_the_store_refuses_is_kept_with_its_reason_and_the_rest_goe
     tracker.log(metrics(2), 2)
     tracker.finish()
     assert history(uri, tracker.run_id) == {k: [1, 2] for k in KEYS}
-    kept = [o for o in read_ops(tracker.spill_path) if o["op"] == "tags"]
+    ops = read_ops(tracker.spill_path)
+    kept = [o for o in ops if o["op"] == "tags"]
     assert len(kept) == 1 and "x" * 300 in kept[0]["tags"] and kept[0]["refused"]
+    assert ops[0]["op"] == "open", "the file names its run"
+    assert main(["tracking", "replay", str(tracker.spill_path), "--mlflow-uri", uri]) == 0, "replay skips it"
+    assert history(uri, tracker.run_id) == {k: [1, 2] for k in KEYS}
 
 
 def test_offline_tracker_writes_the_spill_file_only(tmp_path):
