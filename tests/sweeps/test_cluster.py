@@ -26,11 +26,15 @@ def cluster(tmp_path):
     temp = Path(f"/tmp/rimsray{os.getpid()}")  # short: Ray's socket paths must stay under 108 bytes
     env = {**os.environ, "RAY_AUTH_MODE": "token"}
     gcs, dash = free_port(), free_port()
+    # every port on a free one: another Ray on this machine (a user's, a sweep's) holds the defaults, and a job
+    # agent that cannot bind its port never registers ("No available agent to submit job")
+    agent_ports = [f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+                   f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}"]
     started_ray = False
     try:
         subprocess.run([str(BIN / "ray"), "start", "--head", f"--port={gcs}", "--num-cpus=2",
                         "--node-ip-address=127.0.0.1", f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1",
-                        "--include-dashboard=true", f"--temp-dir={temp}", "--disable-usage-stats"],
+                        "--include-dashboard=true", f"--temp-dir={temp}", "--disable-usage-stats", *agent_ports],
                        check=True, env=env, capture_output=True, timeout=120)
         started_ray = True
         with mlflow_server(tmp_path, env) as ml_url:
