@@ -126,10 +126,10 @@ def _select(runs: pa.Table, include_stopped_early: bool) -> tuple[pa.Table, list
         early = pc.fill_null(pc.equal(pc.utf8_lower(pc.cast(sel["rims.stopped_early"], pa.string())), "true"), False)
         k = pc.sum(early.cast(pa.int64())).as_py() or 0
         if k and include_stopped_early:
-            notes.append(f"{k} run{'s' * (k != 1)} stopped early by the scheduler: {'their' if k > 1 else 'its'} "
-                         "last report stands")
+            notes.append(f"{k} run{'s' * (k != 1)} stopped early (scheduler, stopping rule or time budget): "
+                         f"{'their' if k > 1 else 'its'} last report stands")
         elif k:
-            notes.append(f"excluded {k} run{'s' * (k != 1)} stopped early by the scheduler")
+            notes.append(f"excluded {k} run{'s' * (k != 1)} stopped early (scheduler, stopping rule or time budget)")
             sel = sel.filter(pc.invert(early))
     if sel.num_rows == 0:
         raise ValueError(f"no finished child runs to tabulate: the table has {runs.num_rows} runs, "

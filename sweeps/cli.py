@@ -73,7 +73,7 @@ def _sweep_run(args: argparse.Namespace) -> int:
         return 2
     c = res.counts
     print(f"\nsweep {res.sweep_id}: {c['trials']} trials, {c['completed']} completed, {c['stopped_early']} "
-          f"stopped early by the scheduler, {c['failed']} failed, {c['errored']} errored")
+          f"stopped early (scheduler, stopping rule or time budget), {c['failed']} failed, {c['errored']} errored")
     for f in res.failures:
         print(f"  failed: {f}")
     print(f"results: {res.path}")
