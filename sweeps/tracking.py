@@ -193,10 +193,13 @@ class RunWriter:
         return exp.experiment_id if exp else self.client.create_experiment(name)
 
     def _find(self, experiment_id: str, sweep_id: str, trial_id: str | None) -> Any:
-        found = self.client.search_runs([experiment_id], filter_string=f"tags.`{TAG_SWEEP}` = '{sweep_id}'",
-                                        max_results=10000)
-        found = [r for r in found if r.data.tags.get(TAG_TRIAL) == trial_id] if trial_id else \
-            [r for r in found if TAG_TRIAL not in r.data.tags]
+        if trial_id:
+            found = self.client.search_runs([experiment_id], max_results=1, filter_string=(
+                f"tags.`{TAG_SWEEP}` = '{sweep_id}' and tags.`{TAG_TRIAL}` = '{trial_id}'"))
+        else:  # the parent: the sweep's one run without a trial tag (a filter cannot say "no such tag")
+            found = [r for r in self.client.search_runs(
+                [experiment_id], filter_string=f"tags.`{TAG_SWEEP}` = '{sweep_id}'", max_results=10000)
+                if TAG_TRIAL not in r.data.tags]
         return found[0] if found else None
 
     def apply(self, op: dict[str, Any]) -> int:
