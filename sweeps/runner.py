@@ -156,7 +156,8 @@ def _new_tuner(spec: SweepSpec, trainable: Any, run_config: tune.RunConfig, metr
         num_samples = spec.search.num_samples * seeds
     else:
         param_space = _param_space(spec)
-        search_alg = BasicVariantGenerator()
+        # the generator limits itself: Tune ignores max_concurrent_trials for a SearchGenerator (it warns)
+        search_alg = BasicVariantGenerator(max_concurrent=spec.max_concurrent or 0)
         num_samples = 1  # one pass over the grid of trials
     scheduler = None
     if spec.scheduler.name == "asha":
@@ -165,7 +166,8 @@ def _new_tuner(spec: SweepSpec, trainable: Any, run_config: tune.RunConfig, metr
                                   grace_period=spec.scheduler.grace_period,
                                   reduction_factor=spec.scheduler.reduction_factor)
     tune_config = tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
-                                  max_concurrent_trials=spec.max_concurrent or None, reuse_actors=True,
+                                  max_concurrent_trials=(spec.max_concurrent or None) if spec.search.algorithm
+                                  == "optuna" else None, reuse_actors=True,
                                   time_budget_s=spec.stop.time_budget_s)
     if spec.stop.metric is not None:
         run_config.stop = ThresholdStopper(spec.stop.metric, spec.stop.threshold, spec.stop.mode)

@@ -3,6 +3,7 @@ failure handling; and a bad spec that starts nothing."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -143,3 +144,15 @@ def test_a_trial_that_raises_is_failed_with_its_reason_and_the_sweep_goes_on(tmp
     summary = json.loads(Path(MlflowClient(res.tracking_uri).download_artifacts(
         res.parent_run_id, "summary.json", str(tmp_path))).read_text())
     assert summary["counts"]["errored"] == 1 and "allocate" in summary["failures"][0]
+
+
+def test_max_concurrent_limits_a_grid_sweep(tmp_path, local_ray):
+    # resources allow 4 trials at once (0.5 CPU each on 2 CPUs); max_concurrent 1 must run them one by one
+    raw = {"name": "one", "task": TASK, "model": MODEL, "optim": OPTIM, "seeds": 3, "max_concurrent": 1,
+           "resources": {"cpu": 0.5}}
+    res = run_sweep(load_spec(raw), yaml.safe_dump(raw), mlflow_uri=f"sqlite:///{tmp_path / 'm.db'}",
+                    storage_path=tmp_path / "results", quiet=True)
+    assert res.counts["completed"] == 3
+    runs = sorted(children(res.tracking_uri, res.experiment_id, res.sweep_id), key=lambda r: r.info.start_time)
+    assert all(a.info.end_time <= b.info.start_time for a, b in itertools.pairwise(runs)), \
+        [(r.info.start_time, r.info.end_time) for r in runs]
