@@ -57,6 +57,15 @@ def _sweep_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_outcome(res) -> None:
+    """A finished sweep's trial counts by outcome and its failures (rims sweep run / local)."""
+    c = res.counts
+    print(f"\nsweep {res.sweep_id}: {c['trials']} trials, {c['completed']} completed, {c['stopped_early']} "
+          f"stopped early (scheduler, stopping rule or time budget), {c['failed']} failed, {c['errored']} errored")
+    for f in res.failures:
+        print(f"  failed: {f}")
+
+
 def _sweep_run(args: argparse.Namespace) -> int:
     from .runner import run_sweep
     from .spec import SpecError
@@ -71,17 +80,13 @@ def _sweep_run(args: argparse.Namespace) -> int:
     except SpecError as e:
         print(f"rims: {e}", file=sys.stderr)
         return 2
-    c = res.counts
-    print(f"\nsweep {res.sweep_id}: {c['trials']} trials, {c['completed']} completed, {c['stopped_early']} "
-          f"stopped early (scheduler, stopping rule or time budget), {c['failed']} failed, {c['errored']} errored")
-    for f in res.failures:
-        print(f"  failed: {f}")
+    _print_outcome(res)
     print(f"results: {res.path}")
     print(f"MLflow: parent run {res.parent_run_id} in experiment {res.experiment_id} at {res.tracking_uri}")
     if res.tracking_uri.startswith("sqlite:"):
         print(f"  browse: mlflow ui --backend-store-uri {res.tracking_uri} --host 127.0.0.1 --port 5000, then "
               f"http://127.0.0.1:5000/#/experiments/{res.experiment_id}/runs")
-    return 0 if c["errored"] < c["trials"] else 1
+    return 0 if res.counts["errored"] < res.counts["trials"] else 1
 
 
 def _sweep_local(args: argparse.Namespace) -> int:
@@ -100,15 +105,11 @@ def _sweep_local(args: argparse.Namespace) -> int:
     except SpecError as e:
         print(f"rims: {e}", file=sys.stderr)
         return 2
-    c = res.counts
-    print(f"\nsweep {res.sweep_id}: {c['trials']} trials, {c['completed']} completed, {c['stopped_early']} "
-          f"stopped early, {c['failed']} failed, {c['errored']} errored")
-    for f in res.failures:
-        print(f"  failed: {f}")
+    _print_outcome(res)
     print(f"results: {res.path}" + ("" if args.mlflow_uri else
                                     f"\noffline: send the runs with `rims tracking replay {res.path / 'spill'} "
                                     "--mlflow-uri URI`"))
-    return 0 if c["errored"] < c["trials"] else 1
+    return 0 if res.counts["errored"] < res.counts["trials"] else 1
 
 
 def _tracking_replay(args: argparse.Namespace) -> int:

@@ -23,8 +23,8 @@ from typing import Any
 import yaml
 
 from .space import config_id, resolve, trial_points
-from .spec import SpecError, SweepSpec
-from .tracking import SweepTracker, TrialTracker, absolute_tracking_uri, git_state, package_versions
+from .spec import SpecError, SweepSpec, smoke_spec, sweep_params
+from .tracking import SweepTracker, TrialTracker, absolute_tracking_uri, sweep_tags
 from .trial import CHECKPOINT_FILE, run_trial
 
 __all__ = ["LocalResult", "run_local"]
@@ -89,9 +89,7 @@ def run_local(spec: SweepSpec, spec_text: str, out: str | Path, *, jobs: int = 1
                           "the local runner runs grid and random searches without a scheduler; use "
                           "`rims sweep run` (Ray Tune) for Optuna or ASHA")])
     if smoke:
-        from .runner import _smoke
-
-        spec = _smoke(spec)
+        spec = smoke_spec(spec)
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     state_file = out / "sweep.json"
@@ -100,14 +98,8 @@ def run_local(spec: SweepSpec, spec_text: str, out: str | Path, *, jobs: int = 1
     if state_file.exists():
         state = json.loads(state_file.read_text())
     else:
-        sha, dirty = git_state()
-        tags = {"rims.git_sha": sha, "rims.git_dirty": str(dirty), "rims.runner": "local",
-                **{f"rims.version.{k}": v for k, v in package_versions().items()}}
-        metric, mode = spec.objective
-        params = {"search.algorithm": spec.search.algorithm, "search.num_samples": spec.search.num_samples,
-                  "search.metric": metric, "search.mode": mode, "scheduler.name": spec.scheduler.name,
-                  "seeds": json.dumps(spec.seed_list), "resources.cpu": spec.resources.cpu,
-                  "resources.gpu": spec.resources.gpu, "smoke": smoke, "task.name": spec.task["name"]}
+        tags = {**sweep_tags(), "rims.runner": "local"}
+        params = sweep_params(spec, smoke)
         state = {"sweep_id": f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}", "tags": tags, "params": params,
                  "spec": yaml.safe_load(spec_text) if spec_text else None, "experiment": experiment}
         op = {"op": "sweep", "experiment": experiment, "sweep_id": state["sweep_id"], "params": params,

@@ -23,8 +23,8 @@ from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, Repeater
 from ray.tune.search.optuna import OptunaSearch
 
 from .space import optuna_space, trial_points
-from .spec import SpecError, SweepSpec
-from .tracking import SweepTracker, absolute_tracking_uri, git_state, is_local_uri, package_versions
+from .spec import SpecError, SweepSpec, smoke_spec, sweep_params
+from .tracking import SweepTracker, absolute_tracking_uri, is_local_uri, sweep_tags
 from .trainable import train_trial
 
 __all__ = ["SweepResult", "check_cluster", "run_sweep"]
@@ -60,12 +60,6 @@ def check_cluster(spec: SweepSpec, tracking_uri: str) -> None:
         raise SpecError(errors)
 
 
-def _smoke(spec: SweepSpec) -> SweepSpec:
-    """Every trial for a few steps: for tests and first contact."""
-    optim = spec.optim.model_copy(update={"max_steps": min(spec.optim.max_steps, 4), "eval_every": 2})
-    return spec.model_copy(update={"optim": optim})
-
-
 def _sweep_dir(storage: Path, name: str, resume: bool) -> Path:
     """The results folder: the newest NAME[-k] when resuming, else a fresh one (never overwrite a sweep)."""
     existing = sorted((p for p in storage.glob(f"{name}*") if (p / "sweep.json").exists()
@@ -90,7 +84,7 @@ def run_sweep(spec: SweepSpec, spec_text: str, *, address: str | None = None, ml
     repository, of the spec file's), never of a job's copy of it."""
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if smoke:
-        spec = _smoke(spec)
+        spec = smoke_spec(spec)
     uri = absolute_tracking_uri(mlflow_uri)
     storage = Path(storage_path or "ray_results").resolve()
     storage.mkdir(parents=True, exist_ok=True)
@@ -108,15 +102,8 @@ def run_sweep(spec: SweepSpec, spec_text: str, *, address: str | None = None, ml
         sweep_id, parent = state["sweep_id"], state["parent_run_id"]
     else:
         sweep_id = f"{path.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        sha, dirty = git_state()
-        if sha == "unknown" and spec_path is not None:
-            sha, dirty = git_state(Path(spec_path).resolve().parent)
-        tags = {"rims.git_sha": sha, "rims.git_dirty": str(dirty), **{f"rims.version.{k}": v for k, v in
-                                                                       package_versions().items()}}
-        params = {"search.algorithm": spec.search.algorithm, "search.num_samples": spec.search.num_samples,
-                  "search.metric": metric, "search.mode": mode, "scheduler.name": spec.scheduler.name,
-                  "seeds": json.dumps(spec.seed_list), "resources.cpu": spec.resources.cpu,
-                  "resources.gpu": spec.resources.gpu, "smoke": smoke, "task.name": spec.task["name"]}
+        tags = sweep_tags(spec_path)
+        params = sweep_params(spec, smoke)
         parent = sweeper.start(sweep_id, params, tags, spec_text)
         path.mkdir(parents=True)
         (path / "sweep.json").write_text(json.dumps({"sweep_id": sweep_id, "parent_run_id": parent, "tags": tags,

@@ -7,6 +7,7 @@ the Tune config, the MLflow params and the Parquet columns. Every error names it
 from __future__ import annotations
 
 import difflib
+import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,6 +29,8 @@ __all__ = [
     "StopSpec",
     "SweepSpec",
     "load_spec",
+    "smoke_spec",
+    "sweep_params",
 ]
 
 DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform", "int")
@@ -363,3 +366,18 @@ def load_spec(source: str | Path | dict[str, Any]) -> SweepSpec:
     return spec
 
 
+
+
+def smoke_spec(spec: SweepSpec) -> SweepSpec:
+    """Every trial for a few steps: for tests and first contact (``--smoke``)."""
+    optim = spec.optim.model_copy(update={"max_steps": min(spec.optim.max_steps, 4), "eval_every": 2})
+    return spec.model_copy(update={"optim": optim})
+
+
+def sweep_params(spec: SweepSpec, smoke: bool) -> dict[str, Any]:
+    """The sweep-level settings logged as the parent run's params (dotted names as in the spec)."""
+    metric, mode = spec.objective
+    return {"search.algorithm": spec.search.algorithm, "search.num_samples": spec.search.num_samples,
+            "search.metric": metric, "search.mode": mode, "scheduler.name": spec.scheduler.name,
+            "seeds": json.dumps(spec.seed_list), "resources.cpu": spec.resources.cpu,
+            "resources.gpu": spec.resources.gpu, "smoke": smoke, "task.name": spec.task["name"]}

@@ -42,6 +42,7 @@ __all__ = [
     "read_ops",
     "replay",
     "replay_paths",
+    "sweep_tags",
 ]
 
 TAG_SWEEP, TAG_TRIAL, TAG_SEED, TAG_CONFIG = "rims.sweep_id", "rims.trial_id", "rims.seed", "rims.config_id"
@@ -83,6 +84,16 @@ def git_state(cwd: Path | None = None) -> tuple[str, bool]:
         return sha, dirty
     except (OSError, subprocess.SubprocessError):
         return "unknown", False
+
+
+def sweep_tags(spec_path: str | Path | None = None) -> dict[str, str]:
+    """The parent run's provenance tags: git sha and dirty flag of the submitting tree (outside a repository,
+    of the spec file's folder) and package versions."""
+    sha, dirty = git_state()
+    if sha == "unknown" and spec_path is not None:
+        sha, dirty = git_state(Path(spec_path).resolve().parent)
+    return {"rims.git_sha": sha, "rims.git_dirty": str(dirty),
+            **{f"rims.version.{k}": v for k, v in package_versions().items()}}
 
 
 def package_versions() -> dict[str, str]:
