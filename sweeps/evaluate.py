@@ -50,6 +50,14 @@ def load_trial(run_id: str, tracking_uri: str, overrides: dict[str, Any] | None 
     with tempfile.TemporaryDirectory() as d:
         try:
             cfg_path = client.download_artifacts(run_id, "config.json", d)
+        except Exception as e:
+            raise ValueError(f"run {run_id} has no config.json; it was not made by a rims trial ({e})") from None
+        task_name = json.loads(Path(cfg_path).read_text()).get("task.name")
+        if not hasattr(TASKS.get(task_name), "build_model"):
+            raise ValueError(f"run {run_id} is a {task_name!r} trial, trained by reinforcement learning; re-evaluation "
+                             "with task overrides is for the supervised tasks (its greedy returns are logged as "
+                             "val/episode_return_mean at every report)")
+        try:
             ckpt_path = client.download_artifacts(run_id, CHECKPOINT_FILE, d)
         except Exception as e:
             raise ValueError(f"run {run_id} has no final checkpoint ({CHECKPOINT_FILE}) or config.json; only "

@@ -5,7 +5,8 @@ reach the tracking server). With ``mlflow_uri`` the runs are logged live, as ``r
 without it the sweep is offline: every tracking operation goes to JSON-lines files under ``OUT/spill``
 (``sweep.jsonl`` for the parent run, one file per trial), and ``rims tracking replay OUT/spill --mlflow-uri URI``
 creates the same parent and nested runs, with the same names, later. Checkpoints go to
-``OUT/trials/<trial_id>/state.pt``; running the same command again resumes the unfinished trials.
+``OUT/trials/<trial_id>/state.pt`` (an RL trial's: the directory ``OUT/trials/<trial_id>/checkpoint``);
+running the same command again resumes the unfinished trials.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .trial import CHECKPOINT_FILE, run_trial
 __all__ = ["LocalResult", "run_local"]
 
 RESULT_FILE = "result.json"
+CHECKPOINT_DIR = "checkpoint"  # an RL trial's checkpoint (a directory), beside the supervised state.pt
 
 
 class _Stop(Exception):
@@ -42,6 +44,28 @@ class LocalResult:
     path: Path
     counts: dict[str, int] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
+
+
+def _store_dir(src: Path, final: Path) -> None:
+    """Replace the directory checkpoint ``final`` with a copy of src (an RL trial's checkpoint is a directory).
+    Copied under a temporary name first; the previous one is renamed aside until the new one is in place, so a
+    kill at any point leaves a whole checkpoint under final or final.old (_stored_dir finds it)."""
+    tmp, old = final.with_name(final.name + ".tmp"), final.with_name(final.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _stored_dir(final: Path) -> Path | None:
+    """The directory checkpoint _store_dir left: final, or final.old after a kill between the two renames."""
+    for path in (final, final.with_name(final.name + ".old")):
+        if (path / CHECKPOINT_FILE).exists():
+            return path
+    return None
 
 
 def _trial(config: dict[str, Any], ctx: dict[str, Any], trial_id: str, directory: str,
@@ -57,16 +81,18 @@ def _trial(config: dict[str, Any], ctx: dict[str, Any], trial_id: str, directory
     def report(metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
         last.clear()
         last.update(metrics)
-        if checkpoint_dir is not None:
+        if checkpoint_dir is not None and [p.name for p in checkpoint_dir.iterdir()] == [CHECKPOINT_FILE]:
             shutil.copy2(checkpoint_dir / CHECKPOINT_FILE, out / (CHECKPOINT_FILE + ".tmp"))
             os.replace(out / (CHECKPOINT_FILE + ".tmp"), out / CHECKPOINT_FILE)
+        elif checkpoint_dir is not None:
+            _store_dir(checkpoint_dir, out / CHECKPOINT_DIR)
         value = metrics.get(metric) if metric else None
         if value is not None and (value <= threshold if mode == "min" else value >= threshold):
             raise _Stop
         if deadline is not None and time.time() >= deadline:
             raise _Stop
 
-    ckpt = out if (out / CHECKPOINT_FILE).exists() else None
+    ckpt = out if (out / CHECKPOINT_FILE).exists() else _stored_dir(out / CHECKPOINT_DIR)
     status, error = "completed", None
     try:
         run_trial(config, ctx, trial_id=trial_id, checkpoint_dir=ckpt, report=report)

@@ -151,6 +151,16 @@ class SweepSpec(_Strict):
             raise ValueError(f"expected a non-empty list of distinct seeds, got {v}")
         return v
 
+    @model_validator(mode="before")
+    @classmethod
+    def _task_optim_defaults(cls, data: Any) -> Any:
+        """RL tasks bring their own optim.* defaults (learning rate, budget in env steps, minibatch)."""
+        if isinstance(data, dict) and isinstance(data.get("task"), dict):
+            defaults = getattr(TASKS.get(data["task"].get("name")), "optim_defaults", None)
+            if defaults and (data.get("optim") is None or isinstance(data.get("optim"), dict)):
+                data = {**data, "optim": {**defaults, **(data.get("optim") or {})}}
+        return data
+
     @model_validator(mode="after")
     def _task_known(self) -> SweepSpec:
         name = self.task.get("name")
@@ -203,7 +213,11 @@ def base_config(spec: SweepSpec) -> dict[str, Any]:
 
     walk("model", spec.model)
     walk("optim", spec.optim)
-    for k, v in spec.task.items():
+    try:  # every task setting, defaults included, so a run's params say everything it was trained with
+        settings = spec.task_settings().model_dump()
+    except (ValidationError, TypeError):
+        settings = {}  # reported by validate()
+    for k, v in {**settings, **spec.task}.items():
         flat[f"task.{k}"] = v
     return flat
 
@@ -281,7 +295,28 @@ def validate(spec: SweepSpec) -> list[tuple[str, str]]:
         errors += _metric_errors(spec, "stop.metric", spec.stop.metric)
     if not errors:
         errors += _check_models(spec)
+    if not errors and hasattr(spec.task_cls, "check"):
+        errors += _check_rl(spec)
     return errors
+
+
+def _check_rl(spec: SweepSpec) -> list[tuple[str, str]]:
+    """An RL task's cross-field checks (the env exists, PPO can build the model, minibatch <= batch) on every
+    configuration a grid or random sweep runs (on the base configuration for Optuna)."""
+    from .space import resolve, trial_points
+    from .trial import nest
+
+    points = [base_config(spec) | {"seed": 0}] if spec.search.algorithm == "optuna" else trial_points(spec)[:1000]
+    errors: list[tuple[str, str]] = []
+    for point in points:
+        flat = resolve(dict(point.get("trial", point)))
+        try:
+            settings = spec.task_cls.settings_model(**{k: v for k, v in nest(flat, "task").items() if k != "name"})
+        except ValidationError as e:
+            errors += [("task." + ".".join(str(p) for p in err["loc"]), err["msg"]) for err in e.errors()]
+            continue
+        errors += spec.task_cls.check(settings, nest(flat, "model"), nest(flat, "optim"))
+    return list(dict.fromkeys(errors))
 
 
 def _metric_errors(spec: SweepSpec, field: str, metric: str) -> list[tuple[str, str]]:
@@ -292,7 +327,8 @@ def _metric_errors(spec: SweepSpec, field: str, metric: str) -> list[tuple[str, 
     if metric.startswith("eval/"):
         return [(field, f"{metric!r} is an out-of-distribution test condition; use a val/ metric (selecting "
                         "on the test column biases the result)")]
-    if metric.split("/", 1)[1].split("_")[0] not in spec.task_cls.metric_docs:
+    name = metric.split("/", 1)[1]
+    if name not in spec.task_cls.metric_docs and name.split("_")[0] not in spec.task_cls.metric_docs:
         return [(field, f"unknown metric {metric!r} for task {spec.task['name']!r}; the task reports "
                         f"{sorted('val/' + m for m in spec.task_cls.metric_docs)}")]
     return []
@@ -369,7 +405,14 @@ def load_spec(source: str | Path | dict[str, Any]) -> SweepSpec:
 
 
 def smoke_spec(spec: SweepSpec) -> SweepSpec:
-    """Every trial for a few steps: for tests and first contact (``--smoke``)."""
+    """Every trial for a few steps: for tests and first contact (``--smoke``). An RL task: one tiny iteration
+    (2 envs x 32 steps, one epoch, one greedy evaluation episode)."""
+    if hasattr(spec.task_cls, "optim_defaults"):
+        task = {**spec.task, "num_envs": 2, "rollout_length": 32, "num_epochs": 1,
+                "eval_episodes": min(1, spec.task.get("eval_episodes", 1)),
+                "max_seq_len": min(16, spec.task.get("max_seq_len", 16))}
+        optim = spec.optim.model_copy(update={"batch_size": 32, "max_steps": 64, "eval_every": 64})
+        return spec.model_copy(update={"task": task, "optim": optim})
     optim = spec.optim.model_copy(update={"max_steps": min(spec.optim.max_steps, 4), "eval_every": 2})
     return spec.model_copy(update={"optim": optim})
 

@@ -24,7 +24,7 @@ from rims_core import count_parameters, macs_per_step
 
 from .space import config_id, resolve
 from .tasks import TASKS
-from .tasks.base import recurrent_core
+from .tasks.base import RLTask, recurrent_core
 from .tracking import TAG_CONFIG, NullTracker, TrialTracker
 
 __all__ = ["CHECKPOINT_FILE", "load_checkpoint", "nest", "run_trial", "save_checkpoint"]
@@ -120,6 +120,10 @@ def _setup_and_train(flat: dict[str, Any], seed: int, device: torch.device, chec
     task_settings = {k: v for k, v in nest(flat, "task").items() if k != "name"}
     task = task_cls(task_cls.settings_model(**task_settings), nest(flat, "model"), device)
     optim = nest(flat, "optim")
+    if isinstance(task, RLTask):  # trained by its RL algorithm; checkpoints are directories (state.pt + its own)
+        task.train(optim, seed, checkpoint_dir, tracker.log, report, save_checkpoint, load_checkpoint)
+        tracker.finish("FINISHED")
+        return
     torch.manual_seed(seed)
     model = task.build_model()
     opt = torch.optim.Adam(model.parameters(), lr=optim["lr"])

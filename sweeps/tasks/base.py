@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from rims_core import RIM, build_recurrent
 from rims_core.factory import RIM_ONLY_KEYS
 
-__all__ = ["EVAL_SEED", "Task", "TaskSettings", "make_core", "recurrent_core"]
+__all__ = ["EVAL_SEED", "RLTask", "Task", "TaskSettings", "make_core", "recurrent_core"]
 
 EVAL_SEED = 10_000  # seed of every task's evaluation data: the same for every trial
 
@@ -97,3 +97,39 @@ class Task(ABC):
             handle.remove()
         frac = seen[0].active_fraction()[0]  # first layer, forward direction
         return {f"rims/active_frac/{k}": float(v) for k, v in enumerate(frac)}
+
+
+class RLTask(ABC):
+    """A reinforcement-learning task: trained by an RL algorithm through ``train``, not batch by batch.
+
+    Shares the sweep contract of Task (settings_model, objective, metric_docs, preflight) and adds
+    ``optim_defaults``: the ``optim.*`` values a spec of this task gets where it gives none (RL learning rates and
+    budgets differ from the supervised defaults by orders of magnitude).
+    """
+
+    name: ClassVar[str]
+    settings_model: ClassVar[type[BaseModel]]
+    objective: ClassVar[tuple[str, str]]
+    metric_docs: ClassVar[dict[str, str]]
+    optim_defaults: ClassVar[dict[str, Any]]
+
+    def __init__(self, settings: BaseModel, model: dict[str, Any], device: torch.device | str = "cpu") -> None:
+        self.settings = settings
+        self.model_settings = model
+        self.device = torch.device(device)
+
+    @classmethod
+    def preflight(cls, settings: BaseModel) -> list[tuple[str, str]]:
+        """As Task.preflight: (path, message) pairs for what this machine cannot run."""
+        return []
+
+    @classmethod
+    def check(cls, settings: BaseModel, model: dict[str, Any], optim: dict[str, Any]) -> list[tuple[str, str]]:
+        """Cross-field checks of one resolved trial config: (path, message) pairs, empty if fine."""
+        return []
+
+    @abstractmethod
+    def train(self, optim: dict[str, Any], seed: int, checkpoint_dir: Any, log: Any, report: Any,
+              save: Any, load: Any) -> None:
+        """Train until optim["max_steps"]; log(metrics, step) and report(metrics, checkpoint_dir) every
+        optim["eval_every"] steps, as the supervised trial loop does."""

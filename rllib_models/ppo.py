@@ -1,0 +1,247 @@
+"""PPO with a RIM (or RLlib's built-in LSTM) policy: the config, and a training loop that reports like a sweep trial.
+
+Defaults are CleanRL's Atari PPO (ppo_atari_lstm.py), the setting the paper's PPO agents build on: 8 envs x 128
+steps per iteration, 4 minibatches, 4 epochs, lr 2.5e-4 decayed linearly to 0, clip 0.1, entropy 0.01, value
+coefficient 0.5, GAE (gamma 0.99, lambda 0.95), global gradient norm clipped at 0.5, no KL penalty.
+
+The sweep vocabulary carries over: ``model.*`` settings pick and size the recurrent core, ``optim.lr``,
+``optim.batch_size`` (the PPO minibatch, in env steps), ``optim.max_steps`` (total env steps),
+``optim.grad_clip`` and ``optim.eval_every`` (env steps between reports, rounded up to whole iterations).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .config import DEFAULT_ATARI_FILTERS, parse_model_config
+
+__all__ = ["MEMORY_ENV_ID", "PPOSettings", "build_ppo_config", "model_spec", "ppo_metrics", "train_ppo"]
+
+MEMORY_ENV_ID = "RepeatPrevious"  # rllib_models.envs.RepeatPrevious, the memory check's env
+
+
+class PPOSettings(BaseModel):
+    """The PPO and environment settings (a sweep's ``task.*`` for task ``atari``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    env: str = Field("ALE/Pong-v5", description="ALE game id (or 'RepeatPrevious', the memory check)")
+    num_envs: int = Field(8, ge=1, description="parallel envs per env runner (CleanRL: 8)")
+    rollout_length: int = Field(128, ge=1, description="env steps per env per iteration (CleanRL: 128)")
+    num_epochs: int = Field(4, ge=1, description="passes over each iteration's batch")
+    clip_param: float = Field(0.1, gt=0, description="PPO ratio clip")
+    entropy_coeff: float = Field(0.01, ge=0)
+    vf_coeff: float = Field(0.5, ge=0, description="value loss coefficient")
+    gamma: float = Field(0.99, gt=0, le=1)
+    gae_lambda: float = Field(0.95, ge=0, le=1)
+    anneal_lr: bool = Field(True, description="decay optim.lr linearly to 0 over optim.max_steps")
+    max_seq_len: int = Field(32, ge=1, description="training sequence length (truncated BPTT)")
+    eval_episodes: int = Field(3, ge=0, description="greedy evaluation episodes at each report (0: none)")
+    num_env_runners: int = Field(0, ge=0, description="remote env runners (0: sample in the trial's process)")
+    api_stack: Literal["new", "old"] = Field("new", description="RLlib API stack (old: ModelCatalog 'rims')")
+    env_config: dict[str, Any] = Field(default_factory=dict, description="extra env settings (RepeatPrevious)")
+
+    @property
+    def batch_size(self) -> int:
+        """Env steps per iteration (PPO's train batch)."""
+        return self.num_envs * self.rollout_length
+
+
+def model_spec(model: dict[str, Any], max_seq_len: int) -> tuple[str, dict[str, Any]]:
+    """("rims" | "lstm", model_config) from resolved ``model.*`` settings; raises ValueError on what PPO cannot
+    build (GRU baseline, several layers, a RIM that cannot exist) before anything starts."""
+    kind = model.get("kind", "rims")
+    if kind not in ("rims", "lstm"):
+        raise ValueError(f"model.kind: Expected 'rims' or 'lstm' for PPO (RLlib has no built-in GRU baseline), "
+                         f"got {kind!r}")
+    if model.get("num_layers", 1) != 1:
+        raise ValueError(f"model.num_layers: Expected 1 for PPO policies, got {model.get('num_layers')!r}")
+    keys = ("num_units", "top_k", "cell", "selection", "input_attention", "comm")
+    rim = {k: model[k] for k in keys if k in model} if kind == "rims" else {"num_units": 1, "top_k": 1}
+    cfg = parse_model_config({"hidden_size": model.get("hidden_size", 600), "max_seq_len": max_seq_len, **rim})
+    if kind == "rims":
+        return kind, cfg.to_model_config()
+    # RLlib's built-in LSTM at the same hidden size, on the same encoder, with linear heads as the RIM module
+    return kind, {"use_lstm": True, "lstm_cell_size": cfg.hidden_size, "max_seq_len": max_seq_len,
+                  "conv_filters": [list(f) for f in DEFAULT_ATARI_FILTERS], "fcnet_hiddens": list(cfg.encoder_hiddens),
+                  "fcnet_activation": "relu", "head_fcnet_hiddens": [], "vf_share_layers": True}
+
+
+def _env(settings: PPOSettings, train: bool) -> tuple[str, dict[str, Any]]:
+    from .envs import ATARI_ENV, MEMORY_ENV
+
+    if settings.env == MEMORY_ENV_ID:
+        return MEMORY_ENV, dict(settings.env_config)
+    return ATARI_ENV, {"env": settings.env, "train": train, **settings.env_config}
+
+
+def check_settings(settings: PPOSettings, model: dict[str, Any], minibatch_size: int) -> None:
+    """Everything that can be refused without starting a worker: the env id, the model, the batch sizes."""
+    from .envs import check_env_id
+
+    if settings.env != MEMORY_ENV_ID:
+        check_env_id(settings.env)
+    model_spec(model, settings.max_seq_len)
+    if settings.api_stack == "old" and model.get("kind", "rims") == "lstm":
+        raise ValueError("task.api_stack: the LSTM baseline runs on the new stack; use api_stack 'new'")
+    if minibatch_size > settings.batch_size:
+        raise ValueError(f"optim.batch_size: Expected a PPO minibatch <= num_envs x rollout_length = "
+                         f"{settings.batch_size}, got {minibatch_size}")
+
+
+def build_ppo_config(settings: PPOSettings, model: dict[str, Any], *, lr: float, minibatch_size: int,
+                     grad_clip: float, total_steps: int, seed: int, gpus: float = 0.0) -> Any:
+    """A PPOConfig (new or old stack per settings.api_stack) for the RIM or LSTM policy of ``model``."""
+    from ray.rllib.algorithms.ppo import PPOConfig
+    from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
+
+    from .catalog import register_rims_model
+    from .envs import register_envs
+    from .module import rims_module_spec
+
+    check_settings(settings, model, minibatch_size)
+    register_envs()
+    kind, mc = model_spec(model, settings.max_seq_len)
+    env, env_config = _env(settings, train=True)
+    _, eval_env_config = _env(settings, train=False)
+    schedule = [[0, lr], [total_steps, 0.0]] if settings.anneal_lr else None
+    config = (
+        PPOConfig()
+        .environment(env, env_config=env_config)
+        .env_runners(num_env_runners=settings.num_env_runners, num_envs_per_env_runner=settings.num_envs,
+                     rollout_fragment_length=settings.rollout_length)
+        .training(train_batch_size=settings.batch_size, minibatch_size=minibatch_size,
+                  num_epochs=settings.num_epochs, clip_param=settings.clip_param,
+                  entropy_coeff=settings.entropy_coeff, vf_loss_coeff=settings.vf_coeff, gamma=settings.gamma,
+                  lambda_=settings.gae_lambda, grad_clip=grad_clip, grad_clip_by="global_norm",
+                  use_kl_loss=False, kl_coeff=0.0, vf_clip_param=float("inf"))
+        .evaluation(evaluation_interval=10**9, evaluation_duration=max(1, settings.eval_episodes),
+                    evaluation_duration_unit="episodes", evaluation_num_env_runners=0,
+                    evaluation_config={"explore": False, "env_config": eval_env_config})
+        .debugging(seed=seed)
+        .reporting(metrics_num_episodes_for_smoothing=20)
+    )
+    if settings.api_stack == "old":
+        register_rims_model()
+        config = config.api_stack(enable_rl_module_and_learner=False, enable_env_runner_and_connector_v2=False)
+        config = config.env_runners(preprocessor_pref=None)  # the env is preprocessed already (no wrap_deepmind)
+        config = config.training(lr=lr, lr_schedule=schedule, train_batch_size=settings.batch_size,
+                                 model={"custom_model": "rims", "max_seq_len": settings.max_seq_len,
+                                        "custom_model_config": mc})
+        config = config.resources(num_gpus=gpus)
+    else:
+        config = config.training(lr=schedule or lr, train_batch_size_per_learner=settings.batch_size)
+        if kind == "rims":
+            config = config.rl_module(rl_module_spec=rims_module_spec(mc))
+        else:
+            config = config.rl_module(model_config=DefaultModelConfig(**mc))
+        config = config.learners(num_learners=0, num_gpus_per_learner=gpus)
+    return config
+
+
+def _get(d: Any, *path: str) -> Any:
+    for p in path:
+        if not isinstance(d, dict) or p not in d:
+            return None
+        d = d[p]
+    return d
+
+
+def ppo_metrics(result: dict[str, Any], evaluation: dict[str, Any] | None) -> dict[str, float]:
+    """Sweep-named metrics from one ``Algorithm.train()`` result (either stack) and an ``evaluate()`` result."""
+    out: dict[str, float] = {}
+    runners = result.get("env_runners", {})
+    for name in ("episode_return_mean", "episode_len_mean"):
+        v = runners.get(name)
+        if v is not None and not (isinstance(v, float) and math.isnan(v)):
+            out[f"train/{name}"] = float(v)
+    learner = _get(result, "learners", "default_policy") or _get(result, "info", "learner", "default_policy",
+                                                                    "learner_stats") or {}
+    for src, dst in (("policy_loss", "policy_loss"), ("vf_loss", "vf_loss"), ("entropy", "entropy"),
+                     ("total_loss", "loss"), ("default_optimizer_learning_rate", "lr"), ("cur_lr", "lr"),
+                     ("vf_explained_var", "vf_explained_var")):
+        v = learner.get(src)
+        if v is not None:
+            out[f"train/{dst}"] = float(v)
+    if evaluation:
+        ev = evaluation.get("env_runners", evaluation)
+        for name in ("episode_return_mean", "episode_len_mean"):
+            v = ev.get(name)
+            if v is not None and not (isinstance(v, float) and math.isnan(v)):
+                out[f"val/{name}"] = float(v)
+    return out
+
+
+def _selection_stats(algo: Any, old_stack: bool) -> dict[str, float]:
+    """rims/active_frac/<k> over the sampling since the last call, averaged over env runners (RIM policies)."""
+    if old_stack:
+        model = algo.get_policy().model
+        return model.selection_stats() if hasattr(model, "selection_stats") else {}
+    stats = algo.env_runner_group.foreach_env_runner(
+        lambda r: r.module.selection_stats() if hasattr(r.module, "selection_stats") else {},
+        local_env_runner=algo.config.num_env_runners == 0)
+    stats = [s for s in stats if s]
+    return {k: sum(s[k] for s in stats) / len(stats) for k in stats[0]} if stats else {}
+
+
+def train_ppo(settings: PPOSettings, model: dict[str, Any], optim: dict[str, Any], seed: int, *,
+              checkpoint_dir: Path | None, log: Callable[[dict[str, float], int], None],
+              report: Callable[[dict[str, float], Path | None], None], gpus: float = 0.0,
+              save: Callable[[Path, dict[str, Any]], None], load: Callable[[Path], dict[str, Any]]) -> None:
+    """Train until optim.max_steps env steps; every optim.eval_every env steps: greedy evaluation, metrics,
+    a checkpoint (RLlib's under ``algo/`` plus save(dir, {"step", "iteration"})), log(metrics, step), then
+    report(metrics, dir). Restarted from checkpoint_dir it continues the same training (weights, optimizer,
+    lr schedule position, step count)."""
+    import tempfile
+
+    import torch
+
+    config = build_ppo_config(settings, model, lr=optim["lr"], minibatch_size=optim["batch_size"],
+                              grad_clip=optim["grad_clip"], total_steps=optim["max_steps"], seed=seed, gpus=gpus)
+    algo = config.build_algo()
+    old = settings.api_stack == "old"
+    try:
+        step = iteration = 0
+        if checkpoint_dir is not None:
+            path = str(Path(checkpoint_dir) / "algo")
+            algo.restore(path) if old else algo.restore_from_path(path)
+            meta = load(Path(checkpoint_dir))
+            step, iteration = int(meta["step"]), int(meta["iteration"])
+        if step == 0:
+            params = (sum(p.numel() for p in algo.get_policy().model.parameters()) if old else
+                      sum(p.numel() for p in algo.get_module().parameters()))
+            log({"model/num_params": float(params)}, 0)
+        every = max(1, math.ceil(optim["eval_every"] / settings.batch_size))
+        t0, steps0 = time.perf_counter(), step
+        while step < optim["max_steps"]:
+            result = algo.train()
+            iteration += 1
+            step += int(_get(result, "env_runners", "num_env_steps_sampled")
+                        or result.get("num_env_steps_sampled_this_iter") or settings.batch_size)
+            if not (iteration % every == 0 or step >= optim["max_steps"]):
+                continue
+            elapsed = time.perf_counter() - t0
+            evaluation = algo.evaluate() if settings.eval_episodes else None
+            metrics = ppo_metrics(result, evaluation)
+            loss = metrics.get("train/loss")
+            if loss is not None and not math.isfinite(loss):
+                raise FloatingPointError(f"non-finite PPO loss ({loss}) at env step {step}")
+            metrics.update(_selection_stats(algo, old))
+            metrics["sys/env_steps_per_s"] = (step - steps0) / elapsed
+            metrics["step"] = float(step)
+            metrics["train/iterations"] = float(iteration)
+            with tempfile.TemporaryDirectory() as d:
+                path = str(Path(d) / "algo")
+                algo.save(path) if old else algo.save_to_path(path)
+                save(Path(d), {"step": step, "iteration": iteration, "torch_rng": torch.get_rng_state()})
+                log(metrics, step)
+                report({**metrics, "failed": 0.0}, Path(d))
+            t0, steps0 = time.perf_counter(), step
+    finally:
+        algo.stop()

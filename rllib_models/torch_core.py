@@ -1,0 +1,112 @@
+"""The network both RLlib adapters wrap: observation encoder -> rims_core.RIM -> policy and value heads.
+
+Shape legend: B batch (sequences), T time, S RIM layers (1), Hd hidden_size (total over units), K units.
+Pure torch: no RLlib import, so the new-stack module and the old-stack ModelV2 stay thin.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from rims_core import RIM
+
+from .config import RIMModelConfig
+
+__all__ = ["RIMPolicyCore", "build_encoder"]
+
+
+def _same_pad(size: int, kernel: int, stride: int) -> tuple[int, int, int]:
+    """Padding (before, after) and output size of a 'same' convolution, as RLlib's CNN encoders do it."""
+    out = math.ceil(size / stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2, out
+
+
+def build_encoder(obs_shape: tuple[int, ...], cfg: RIMModelConfig) -> tuple[nn.Module, int]:
+    """(encoder, output size) for observations of obs_shape (without batch dims).
+
+    (H, W, C) images: the conv stack of cfg.conv_filters, channels-last in, 'same' padding and ReLU on every layer
+    (as RLlib's TorchCNN, so both policies get the same encoder; 84x84 -> 21 -> 11 -> 1 with the default
+    filters), flattened.
+    (D,) vectors: an MLP of cfg.encoder_hiddens with ReLU (the identity when the list is empty).
+    """
+    if len(obs_shape) == 3:
+        h, w, c = obs_shape
+        layers: list[nn.Module] = []
+        for out, k, s in cfg.conv_filters:
+            ph0, ph1, h = _same_pad(h, k, s)
+            pw0, pw1, w = _same_pad(w, k, s)
+            layers += [nn.ZeroPad2d((pw0, pw1, ph0, ph1)), nn.Conv2d(c, out, k, s), nn.ReLU()]
+            c = out
+        return nn.Sequential(*layers, nn.Flatten()), c * h * w
+    if len(obs_shape) == 1:
+        size, layers = obs_shape[0], []
+        for out in cfg.encoder_hiddens:
+            layers += [nn.Linear(size, out), nn.ReLU()]
+            size = out
+        return nn.Sequential(*layers), size
+    raise ValueError(f"RIMPolicyCore: Expected an observation of shape (D,) or (H, W, C), got {obs_shape}")
+
+
+class RIMPolicyCore(nn.Module):
+    """Encoder -> RIM -> (policy logits, value), over (B, T, *obs_shape) sequences.
+
+    State: h (B, S, Hd) and, for LSTM cells, c (B, S, Hd), batch first as RLlib stores states per sequence.
+    Initialisation follows CleanRL's PPO: orthogonal, gain 0.01 on the policy head and 1 on the value head.
+    """
+
+    def __init__(self, obs_shape: tuple[int, ...], num_outputs: int, cfg: RIMModelConfig) -> None:
+        super().__init__()
+        self.cfg, self.obs_shape = cfg, tuple(obs_shape)
+        self.encoder, enc_size = build_encoder(self.obs_shape, cfg)
+        self.rim = RIM(enc_size, batch_first=True, **cfg.rim_kwargs())
+        self.pi = nn.Linear(cfg.hidden_size, num_outputs)
+        self.vf = nn.Linear(cfg.hidden_size, 1)
+        for head, gain in ((self.pi, 0.01), (self.vf, 1.0)):
+            nn.init.orthogonal_(head.weight, gain)
+            nn.init.zeros_(head.bias)
+        self.state_keys = ("h", "c") if cfg.cell == "lstm" else ("h",)
+        self._active_sum = torch.zeros(cfg.num_units, dtype=torch.float64)
+        self._active_steps = 0
+
+    def initial_state(self) -> dict[str, Tensor]:
+        """Zero state per sequence, without batch dim: each (S, Hd)."""
+        return {k: torch.zeros(self.rim.num_layers, self.cfg.hidden_size) for k in self.state_keys}
+
+    def forward(self, obs: Tensor, state: dict[str, Tensor], *, collect: bool = False
+                ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """obs (B, T, *obs_shape), state {k: (B, S, Hd)} -> embeddings (B, T, Hd), logits (B, T, A), state out.
+
+        collect=True adds this call's unit selections to the running statistics (selection_stats)."""
+        B, T = obs.shape[:2]
+        x = obs.reshape(B * T, *self.obs_shape).float()
+        if x.dim() == 4:
+            x = x.permute(0, 3, 1, 2)  # channels-last frames -> (B*T, C, H, W)
+        z = self.encoder(x).reshape(B, T, -1)  # (B, T, E)
+        hx = tuple(state[k].transpose(0, 1).contiguous() for k in self.state_keys)  # each (S, B, Hd)
+        res = self.rim(z, hx if len(hx) == 2 else hx[0], return_trace=collect)
+        out, hn, trace = res if collect else (*res, None)
+        hn = hn if isinstance(hn, tuple) else (hn,)
+        if collect:
+            active = trace.active[0].float()  # (T, B, K), first layer
+            self._active_sum += active.sum(dim=(0, 1)).double().cpu()
+            self._active_steps += active.shape[0] * active.shape[1]
+        new_state = {k: v.transpose(0, 1) for k, v in zip(self.state_keys, hn, strict=True)}  # each (B, S, Hd)
+        return out, self.pi(out), new_state
+
+    def value(self, embeddings: Tensor) -> Tensor:
+        """embeddings (B, T, Hd) -> values (B, T)."""
+        return self.vf(embeddings).squeeze(-1)
+
+    def selection_stats(self, reset: bool = True) -> dict[str, float]:
+        """``rims/active_frac/<k>``: fraction of collected steps at which unit k was active (empty if none)."""
+        if not self._active_steps:
+            return {}
+        frac = (self._active_sum / self._active_steps).tolist()
+        if reset:
+            self._active_sum.zero_()
+            self._active_steps = 0
+        return {f"rims/active_frac/{k}": float(v) for k, v in enumerate(frac)}
