@@ -44,9 +44,9 @@ __all__ = [
 Stat = Literal["final", "best", "min", "max"]
 CI = Literal["t", "bootstrap"]
 # each task's objective metric (sweeps/tasks/*.py, Task.objective), kept here so tables need no torch import
-OBJECTIVES = {"copying": "val/ce", "smnist": "val/acc", "bouncing": "val/bce"}
+OBJECTIVES = {"copying": "val/ce", "smnist": "val/acc", "bouncing": "val/bce", "atari": "val/episode_return_mean"}
 _MIN_TOKENS = {"ce", "bce", "loss", "nll", "mse"}
-_MAX_TOKENS = {"acc", "accuracy"}
+_MAX_TOKENS = {"acc", "accuracy", "return"}
 _STAT_TEXT = {"final": "final value of each metric", "min": "minimum over each run's history",
               "max": "maximum over each run's history",
               "best": "best value over each run's history (min for ce/bce/loss, max for acc)"}

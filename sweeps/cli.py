@@ -287,6 +287,11 @@ def build_parser() -> argparse.ArgumentParser:
     lo.add_argument("--smoke", action="store_true", help="run every trial for a few steps only")
     lo.set_defaults(func=_sweep_local)
 
+    from .rl import add_train_parser
+
+    rl = sub.add_parser("rl", help="reinforcement learning: PPO on Atari with RIM or LSTM policies (RLlib)")
+    add_train_parser(rl.add_subparsers(dest="rl_command", required=True))
+
     tr = sub.add_parser("tracking", help="tracking utilities")
     trsub = tr.add_subparsers(dest="tracking_command", required=True)
     rp_ = trsub.add_parser("replay", help="send spill files (offline sweeps, tracking outages) to an MLflow store")

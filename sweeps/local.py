@@ -69,7 +69,8 @@ def _stored_dir(final: Path) -> Path | None:
 
 
 def _trial(config: dict[str, Any], ctx: dict[str, Any], trial_id: str, directory: str,
-           stop: tuple[str | None, float | None, str], deadline: float | None) -> dict[str, Any]:
+           stop: tuple[str | None, float | None, str], deadline: float | None,
+           progress: str | None = None) -> dict[str, Any]:
     """One trial in a worker process: resumes from directory/state.pt, writes the checkpoint of each report
     there (atomically: copied to a temporary name, then renamed) and the outcome to result.json. It stops at
     the first report where the stopping rule holds or the sweep's time budget (deadline, epoch s) is spent."""
@@ -81,6 +82,9 @@ def _trial(config: dict[str, Any], ctx: dict[str, Any], trial_id: str, directory
     def report(metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
         last.clear()
         last.update(metrics)
+        if progress is not None and progress in metrics:  # one line per report: long trials show they are alive
+            print(f"trial {trial_id}: step {int(metrics.get('step', 0))}  {progress}={metrics[progress]:.4g}",
+                  flush=True)
         if checkpoint_dir is not None and [p.name for p in checkpoint_dir.iterdir()] == [CHECKPOINT_FILE]:
             shutil.copy2(checkpoint_dir / CHECKPOINT_FILE, out / (CHECKPOINT_FILE + ".tmp"))
             os.replace(out / (CHECKPOINT_FILE + ".tmp"), out / CHECKPOINT_FILE)
@@ -156,7 +160,8 @@ def run_local(spec: SweepSpec, spec_text: str, out: str | Path, *, jobs: int = 1
         else:
             todo.append((tid, point))
     with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(_trial, point, ctx, tid, str(out / "trials" / tid), stop, deadline)
+        futures = [pool.submit(_trial, point, ctx, tid, str(out / "trials" / tid), stop, deadline,
+                               spec.objective[0] if jobs == 1 else None)
                    for tid, point in todo]
         for fut in as_completed(futures):
             res = fut.result()

@@ -1,0 +1,50 @@
+"""model_config validation: the sweep vocabulary, unknown keys refused with a hint, RLlib's merged keys kept."""
+
+from __future__ import annotations
+
+import pytest
+
+from rllib_models.config import RLLIB_MERGED_KEYS, ModelConfigError, RIMModelConfig, parse_model_config
+
+
+def test_defaults_are_the_papers_atari_setting():
+    cfg = parse_model_config(None)
+    assert (cfg.num_units, cfg.top_k, cfg.hidden_size, cfg.cell) == (6, 4, 600, "lstm")
+
+
+def test_round_trip_through_the_plain_dict():
+    cfg = parse_model_config({"num_units": 4, "top_k": 3, "hidden_size": 64, "cell": "gru",
+                              "comm": {"heads": 2}, "conv_filters": [[8, 4, 2], [16, 3, 3]], "encoder_hiddens": []})
+    assert parse_model_config(cfg.to_model_config()) == cfg
+
+
+@pytest.mark.parametrize("key,hint", [("num_unit", "num_units"), ("topk", "top_k"), ("hiden_size", "hidden_size")])
+def test_a_typo_is_refused_with_the_key_it_resembles(key, hint):
+    with pytest.raises(ModelConfigError, match=rf"unknown key\(s\) '{key}' \(did you mean '{hint}'\?\)"):
+        parse_model_config({key: 4})
+
+
+def test_an_unrelated_key_lists_the_valid_ones():
+    with pytest.raises(ModelConfigError, match=r"unknown key\(s\) 'lstm_cell_size'.*expected a subset of"):
+        parse_model_config({"lstm_cell_size": 256})
+
+
+def test_keys_rllib_merges_are_accepted():
+    assert "vf_share_layers" in RLLIB_MERGED_KEYS
+    assert parse_model_config({"vf_share_layers": False}) == RIMModelConfig()
+
+
+@pytest.mark.parametrize("mc,match", [
+    ({"top_k": 7}, "top_k <= num_units, got top_k=7 > num_units=6"),
+    ({"hidden_size": 100, "num_units": 6}, "hidden_size to be divisible by num_units"),
+    ({"num_units": 0}, "Expected num_units to be a positive int, got 0"),
+    ({"max_seq_len": "32"}, "Expected max_seq_len to be a positive int, got '32'"),
+    ({"cell": "rnn"}, "Expected cell to be one of"),
+    ({"comm": 3}, "Expected comm to be a dict"),
+    ({"comm": {"head": 2}}, r"unknown key\(s\) \['head'\] in comm"),
+    ({"conv_filters": [[16, 8]]}, "conv_filters to be a non-empty list of \\[out_channels, kernel, stride\\]"),
+    ({"encoder_hiddens": [0]}, "encoder_hiddens to be a list of positive ints"),
+])
+def test_invalid_values_name_the_field_and_what_is_allowed(mc, match):
+    with pytest.raises(ModelConfigError, match=match):
+        parse_model_config(mc)

@@ -1,0 +1,125 @@
+"""The RIM policy module against RLlib's recurrent contract, and the old-stack adapter against the new one."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from ray.rllib.core.columns import Columns
+
+from rllib_models.catalog import RIMModelV2
+from rllib_models.config import ModelConfigError
+from rllib_models.module import RIMRLModule, rims_module_spec
+
+FRAME = gym.spaces.Box(-1.0, 1.0, (84, 84, 1), np.float32)
+VECTOR = gym.spaces.Box(-1.0, 1.0, (5,), np.float32)
+ACTIONS = gym.spaces.Discrete(6)
+SMALL = {"num_units": 4, "top_k": 2, "hidden_size": 32, "max_seq_len": 8,
+         "input_attention": {"dropout": 0.0}, "comm": {"dropout": 0.0}}
+
+
+def module(obs_space=VECTOR, **mc) -> RIMRLModule:
+    torch.manual_seed(0)
+    return RIMRLModule(observation_space=obs_space, action_space=ACTIONS, model_config={**SMALL, **mc})
+
+
+def batched_state(m: RIMRLModule, B: int) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(v).unsqueeze(0).repeat(B, *([1] * v.ndim)) for k, v in m.get_initial_state().items()}
+
+
+@pytest.mark.parametrize("cell,keys", [("lstm", {"h", "c"}), ("gru", {"h"})])
+def test_initial_state_has_no_batch_dim_and_zeros(cell, keys):
+    state = module(cell=cell).get_initial_state()
+    assert set(state) == keys
+    assert all(v.shape == (1, 32) and v.dtype == np.float32 and not v.any() for v in state.values())
+
+
+@pytest.mark.parametrize("obs_space", [FRAME, VECTOR], ids=["cnn", "mlp"])
+def test_shapes_of_every_forward(obs_space):
+    m = module(obs_space)
+    B, T = 3, 5
+    batch = {Columns.OBS: torch.rand(B, T, *obs_space.shape) * 2 - 1, Columns.STATE_IN: batched_state(m, B)}
+    out = m.forward_train(batch)
+    assert out[Columns.ACTION_DIST_INPUTS].shape == (B, T, ACTIONS.n)
+    assert out[Columns.EMBEDDINGS].shape == (B, T, 32)
+    assert {k: v.shape for k, v in out[Columns.STATE_OUT].items()} == {"h": (B, 1, 32), "c": (B, 1, 32)}
+    values = m.compute_values(batch, out[Columns.EMBEDDINGS])
+    assert values.shape == (B, T)
+    assert torch.allclose(values, m.compute_values(batch)), "values from embeddings = values recomputed"
+
+
+def test_a_sequence_equals_stepping_with_the_state_fed_back():
+    """The contract RLlib relies on: a T-step training forward from STATE_IN gives the same outputs as T
+    one-step exploration forwards, each fed the previous STATE_OUT (what the env runner does)."""
+    m = module().eval()
+    B, T = 2, 6
+    obs = torch.randn(B, T, 5)
+    state = batched_state(m, B)
+    with torch.no_grad():
+        full = m.forward_train({Columns.OBS: obs, Columns.STATE_IN: state})
+        logits = []
+        for t in range(T):
+            out = m.forward_exploration({Columns.OBS: obs[:, t:t + 1], Columns.STATE_IN: state})
+            logits.append(out[Columns.ACTION_DIST_INPUTS])
+            state = out[Columns.STATE_OUT]
+    assert torch.allclose(torch.cat(logits, 1), full[Columns.ACTION_DIST_INPUTS], atol=1e-6)
+    assert all(torch.allclose(state[k], full[Columns.STATE_OUT][k], atol=1e-6) for k in state)
+
+
+def test_state_in_matters():
+    """A recurrent policy: the same observation with another state gives other logits."""
+    m = module().eval()
+    obs = torch.randn(2, 1, 5)
+    zero = batched_state(m, 2)
+    other = {k: torch.randn_like(v) for k, v in zero.items()}
+    with torch.no_grad():
+        a = m.forward_inference({Columns.OBS: obs, Columns.STATE_IN: zero})[Columns.ACTION_DIST_INPUTS]
+        b = m.forward_inference({Columns.OBS: obs, Columns.STATE_IN: other})[Columns.ACTION_DIST_INPUTS]
+    assert not torch.allclose(a, b)
+
+
+def test_selection_stats_count_exactly_top_k_active_units_per_step():
+    m = module().eval()
+    state = batched_state(m, 4)
+    with torch.no_grad():
+        for _ in range(10):
+            state = m.forward_exploration({Columns.OBS: torch.randn(4, 1, 5), Columns.STATE_IN: state})[
+                Columns.STATE_OUT]
+    stats = m.selection_stats()
+    assert sorted(stats) == [f"rims/active_frac/{k}" for k in range(4)]
+    assert sum(stats.values()) == pytest.approx(2.0), "top_k = 2 of 4 units active at every step"
+    assert m.selection_stats() == {}, "reset after reading"
+
+
+def test_encoders_follow_rllibs_conv_stack_and_the_mlp_sizes():
+    cnn = module(FRAME).core.encoder
+    assert cnn(torch.zeros(1, 1, 84, 84)).shape == (1, 256), "84 -> 21 -> 11 -> 1x1x256"
+    mlp = module(VECTOR, encoder_hiddens=[16, 8]).core
+    assert mlp.rim.input_size == 8
+
+
+def test_old_stack_adapter_computes_what_the_new_module_computes():
+    new = module(FRAME).eval()
+    old = RIMModelV2(FRAME, ACTIONS, ACTIONS.n, {"max_seq_len": 8, "custom_model_config": SMALL}, "rims").eval()
+    old.core.load_state_dict(new.core.state_dict())
+    B, T = 2, 3
+    obs = torch.rand(B, T, 84, 84, 1)
+    state = batched_state(new, B)
+    with torch.no_grad():
+        ref = new.forward_train({Columns.OBS: obs, Columns.STATE_IN: state})
+        logits, st = old.forward_rnn(obs.reshape(B, T, -1), [s[:, 0] for s in state.values()], torch.tensor([T] * B))
+    assert torch.allclose(logits, ref[Columns.ACTION_DIST_INPUTS], atol=1e-6)
+    assert torch.allclose(st[0], ref[Columns.STATE_OUT]["h"][:, 0], atol=1e-6)
+    assert torch.allclose(old.value_function(), new.compute_values({}, ref[Columns.EMBEDDINGS]).reshape(-1),
+                          atol=1e-6)
+    assert [s.shape for s in old.get_initial_state()] == [(32,), (32,)]
+
+
+def test_the_spec_factory_validates_in_the_driver():
+    spec = rims_module_spec({"num_units": 4, "top_k": 2, "hidden_size": 32})
+    assert spec.module_class is RIMRLModule and spec.model_config["max_seq_len"] == 32
+    with pytest.raises(ModelConfigError, match="did you mean 'top_k'"):
+        rims_module_spec({"topk": 2})
+    with pytest.raises(ModelConfigError, match="top_k <= num_units"):
+        rims_module_spec({"num_units": 3, "top_k": 4, "hidden_size": 30})

@@ -1,0 +1,112 @@
+"""RL through the sweep machinery: an atari spec on Ray Tune and ``rims rl train``, logged to a real
+``mlflow server`` under the same names as supervised sweeps; bad RL input refused before anything starts."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import ray
+import yaml
+from mlflow.tracking import MlflowClient
+
+from analysis.export import export_experiment
+from analysis.tables import ablation_table
+from sweeps.runner import run_sweep
+from sweeps.spec import SpecError, load_spec
+
+from .servers import mlflow_server
+
+pytestmark = pytest.mark.integration
+RIMS = str(Path(sys.executable).parent / "rims")
+SPEC = {"name": "pong_smoke", "task": {"name": "atari", "env": "ALE/Pong-v5"},
+        "model": {"kind": "rims", "hidden_size": 32, "num_units": 4, "top_k": 2},
+        "space": {"model.kind": {"grid": ["rims", "lstm"]}}}
+
+
+def test_atari_spec_on_tune_logs_like_a_supervised_sweep(tmp_path):
+    with mlflow_server(tmp_path / "store") as uri:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        try:
+            res = run_sweep(load_spec(SPEC), yaml.safe_dump(SPEC), mlflow_uri=uri, storage_path=tmp_path / "results",
+                            smoke=True, quiet=True)
+        finally:
+            ray.shutdown()
+        assert res.counts["completed"] == 2 and res.counts["errored"] == 0, res.failures
+        client = MlflowClient(uri)
+        parent = client.get_run(res.parent_run_id)
+        assert parent.data.params["task.name"] == "atari"
+        assert parent.data.params["search.metric"] == "val/episode_return_mean" and parent.data.params[
+            "search.mode"] == "max"
+        runs = {r.data.params["model.kind"]: r for r in client.search_runs(
+            [res.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{res.parent_run_id}'")}
+        assert set(runs) == {"rims", "lstm"}
+        for kind, run in runs.items():
+            assert run.info.status == "FINISHED"
+            p = run.data.params
+            # every PPO setting is a param, defaults included, under the spec's names
+            assert (p["task.env"], p["task.clip_param"], p["task.num_envs"], p["optim.lr"]) == \
+                ("ALE/Pong-v5", "0.1", "2", "0.00025")
+            m = run.data.metrics
+            assert m["step"] == 64 and -21 <= m["val/episode_return_mean"] <= 21
+            assert {"sys/env_steps_per_s", "train/policy_loss", "model/num_params"} <= set(m)
+            assert any(k.startswith("rims/active_frac/") for k in m) == (kind == "rims")
+            assert [h.step for h in client.get_metric_history(run.info.run_id, "val/episode_return_mean")] == [64]
+        # the analysis path reads RL sweeps as it reads the others
+        export_experiment("pong_smoke", tmp_path / "export", uri)
+        import pyarrow.parquet as pq
+
+        table = ablation_table(pq.read_table(tmp_path / "export" / "runs.parquet"),
+                               metrics=["val/episode_return_mean"])
+        assert sorted(k[0] for k in table.keys) == ["lstm", "rims"] and table.n == [1, 1]
+        assert table.directions["val/episode_return_mean"] == "max", "a return is maximised"
+
+
+def test_rims_rl_train_smoke_and_resume(tmp_path):
+    with mlflow_server(tmp_path / "store") as uri:
+        out = tmp_path / "pong"
+        cmd = [RIMS, "rl", "train", "--env", "ALE/Pong-v5", "--model", "rims", "--num-units", "4", "--top-k", "2",
+               "--hidden-size", "32", "--mlflow-uri", uri, "--out", str(out), "--smoke"]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "pong-rims-s0: completed" in done.stdout
+        assert (out / "trials" / "00000" / "checkpoint" / "algo").is_dir()
+        client = MlflowClient(uri)
+        exp = client.get_experiment_by_name("atari")
+        runs = client.search_runs([exp.experiment_id])
+        child = next(r for r in runs if r.data.tags.get("mlflow.parentRunId"))
+        assert child.info.status == "FINISHED" and child.data.params["model.top_k"] == "2"
+        assert child.data.metrics["step"] == 64
+        again = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+        assert again.returncode == 0 and "completed" in again.stdout
+        assert len(client.search_runs([exp.experiment_id])) == 2, "a finished run is not trained or logged again"
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["--env", "ALE/Pongg-v5"], "--env (task.env): Expected an ALE game id like 'ALE/Pong-v5', got 'ALE/Pongg-v5'; "
+                                "did you mean 'ALE/Pong-v5'"),
+    (["--env", "CartPole-v1"], "--env (task.env): Expected an ALE game id"),
+    (["--top-k", "7"], "--top-k (model.top_k): top_k must be <= num_units, got top_k=7 > num_units=6"),
+    (["--hidden-size", "100"], "--hidden-size (model.hidden_size): Expected hidden_size to be divisible by num_units"),
+    (["--minibatch-size", "2048"], "--minibatch-size (optim.batch_size): Expected a PPO minibatch <= num_envs x "
+                                   "rollout_length = 1024, got 2048"),
+    (["--num-envs", "0"], "--num-envs (task.num_envs): Input should be greater than or equal to 1"),
+])
+def test_bad_rl_input_fails_before_anything_starts(tmp_path, args, expected):
+    out = tmp_path / "out"
+    done = subprocess.run([RIMS, "rl", "train", *args, "--out", str(out), "--mlflow-uri",
+                           f"sqlite:///{tmp_path / 'm.db'}"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 2
+    assert expected in done.stderr, done.stderr
+    assert not out.exists() and not (tmp_path / "m.db").exists(), "no results folder, no tracking store"
+
+
+def test_an_atari_spec_with_a_gru_baseline_or_bad_task_key_is_refused():
+    with pytest.raises(SpecError, match=r"model.kind: Expected 'rims' or 'lstm' for PPO"):
+        load_spec({**SPEC, "space": {"model.kind": {"grid": ["rims", "gru"]}}})
+    with pytest.raises(SpecError, match=r"task.clip: Extra inputs are not permitted"):
+        load_spec({**SPEC, "task": {**SPEC["task"], "clip": 0.2}})
+    spec = load_spec(SPEC)
+    assert (spec.optim.lr, spec.optim.batch_size, spec.optim.grad_clip) == (2.5e-4, 256, 0.5), "PPO's defaults"
