@@ -531,6 +531,9 @@ def param_importance(runs: pa.Table, objective: str, params: list[str] | None,
     if len(varying) < len(names):
         warnings.warn(f"param_importance: left out params with a single value: "
                       f"{[c for c in names if c not in varying]}", stacklevel=2)
+    if len({float(r[objective]) for r in rows}) < 2:  # fANOVA divides by the objective's variance
+        raise ValueError(f"param_importance: {objective} is {float(rows[0][objective])} in all {len(rows)} runs; "
+                         "nothing to attribute to the params")
     dists = {c: _distribution(c, [r[c] for r in rows]) for c in varying}
     trials = [optuna.trial.create_trial(params={c: r[c] for c in varying}, distributions=dists,
                                         value=float(r[objective])) for r in rows]

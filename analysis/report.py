@@ -173,6 +173,8 @@ def build_report(experiment: str, tracking_uri: str | None = None, out_dir: str 
             blocks.append(Block("p", f"Paper layout not available: {e}"))
     kinds = set(children["model.kind"].to_pylist()) if "model.kind" in children.column_names else set()
     blocks += _main_effects(children, table.rows, objective)
+    if task_name in TASKS and hasattr(TASKS[task_name], "optim_defaults"):  # an RL task
+        blocks += _iqm_blocks(children, table.rows, objective)
     if {"rims"} < kinds and "lstm" in kinds:
         base = objective.split("/", 1)[1]  # the objective's measure at every evaluated condition
         for metric in [objective, *[m for m in table.metrics if m.startswith(f"eval/{base}_")]]:
@@ -243,6 +245,34 @@ def _main_effects(children: pa.Table, rows: list[str], objective: str) -> list[B
     lines += [f"| {e.factor} | {e.level} | {e.mean:.3f} | {e.effect:+.3f} | {e.n_cells} | {e.n_runs} |"
               for e in effects]
     return [Block("h2", f"Main effects: {objective}"), Block("md_table", "\n".join(lines))]
+
+
+def _iqm_blocks(children: pa.Table, rows: list[str], objective: str) -> list[Block]:
+    """RL tasks: the interquartile mean of each configuration's final objective over seeds, per game, with a
+    stratified bootstrap 95% interval (rliable's recommendation for few runs of noisy returns)."""
+    from .stats import iqm_ci
+
+    if objective not in children.column_names:
+        return []
+    done = children.filter(pc.equal(children["status"], "FINISHED"))
+    keys = [r for r in rows if r != "seed" and r in done.column_names]
+    if "task.env" in done.column_names and "task.env" not in keys:
+        keys = ["task.env", *keys]
+    groups: dict[tuple, list[float]] = {}
+    for i in range(done.num_rows):
+        value = done[objective][i].as_py()
+        if value is not None:
+            groups.setdefault(tuple(done[k][i].as_py() for k in keys), []).append(float(value))
+    if not groups:
+        return []
+    lines = [f"IQM over seeds of the final {objective} per configuration (the mean of the middle 50% of runs), "
+             "with a 95% stratified bootstrap interval (2,000 resamples).", "",
+             "| " + " | ".join(keys) + " | runs | IQM | 95% CI |", "|" + "---|" * len(keys) + "---:|---:|---|"]
+    for key, vals in sorted(groups.items(), key=lambda kv: tuple(str(v) for v in kv[0])):
+        point, low, high = iqm_ci({"runs": vals})
+        lines.append("| " + " | ".join("-" if v is None else str(v) for v in key)
+                     + f" | {len(vals)} | {point:.2f} | [{low:.2f}, {high:.2f}] |")
+    return [Block("h2", f"Interquartile mean over seeds: {objective}"), Block("md_table", "\n".join(lines))]
 
 
 def _unit_figures(children: pa.Table, objective: str, mode: str, uri: str, figs: Path, out: Path,

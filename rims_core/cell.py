@@ -184,8 +184,10 @@ class RIMCell(nn.Module):
 
         Returns keys (T, B, nh, dk), features z (T, B, F) and per-unit maps w_u (K, F, nh*G) such that
         u_t = z_t @ w_u[k] (viewed (nh, G)) is x_t W^v_h W^ih_k,h for every head h: the input part of unit k's
-        gates before scaling by its attention. When D <= nh*dv (or nh > 1) W^v is folded into W^ih (z = x,
-        F = D); otherwise z = x W^v and w_u = W^ih (F = dv). gate_scale multiplies the gate columns.
+        gates before scaling by its attention. With several heads, or when it costs fewer multiply-adds for
+        these T*B rows, W^v is folded into W^ih (z = x, F = D); otherwise z = x W^v and w_u = W^ih (F = dv).
+        Folding costs K*D*dv*G once and saves work per row, so long sequences and small inputs fold, while
+        one step of a small batch (an RL policy acting) does not. gate_scale multiplies the gate columns.
         """
         cfg = self.config
         T, B, D = x.shape
@@ -193,7 +195,9 @@ class RIMCell(nn.Module):
         G = self.weight_ih.shape[-1]
         keys = (x @ self.inp_key).view(T, B, nh, dk)
         w_ih = self.weight_ih if gate_scale is None else self.weight_ih * gate_scale  # (K, nh*dv, G)
-        if nh * dv >= D or nh > 1:
+        N = T * B
+        folded, unfolded = K * G * D * (dv + N), N * dv * (D + K * G)  # multiply-adds of the two ways
+        if nh > 1 or folded <= unfolded:
             w_u = torch.einsum("dhv,khvg->kdhg", self.inp_value.view(D, nh, dv), w_ih.view(K, nh, dv, G))
             return keys, x, w_u.reshape(K, D, nh * G)
         return keys, x @ self.inp_value, w_ih

@@ -340,3 +340,13 @@ def test_param_importance_refuses_constant_params_and_unknown_columns(tmp_path):
         param_importance(runs, "val/nope", None, "minimize", tmp_path)
     with pytest.raises(ValueError, match="direction"):
         param_importance(runs, "val/ce", None, "min", tmp_path)
+
+
+def test_param_importance_refuses_a_constant_objective(tmp_path):
+    """Every run at the same value (e.g. every smoke PPO run losing Pong 0-21): fANOVA would divide by a zero
+    variance; the report gets a ValueError it shows as text instead of crashing."""
+    runs = importance_runs(6)
+    const = pa.array([None, *[-21.0] * 6, -100.0], pa.float64())
+    runs = runs.set_column(runs.column_names.index("val/ce"), "val/ce", const)
+    with pytest.raises(ValueError, match=r"val/ce is -21.0 in all 6 runs"):
+        param_importance(runs, "val/ce", None, "minimize", tmp_path)

@@ -73,3 +73,24 @@ def test_the_local_runner_refuses_optuna(tmp_path):
     raw = {**RAW, "space": {"model.top_k": {"int": [1, 3]}}, "search": {"algorithm": "optuna"}}
     with pytest.raises(SpecError, match="grid and random"):
         run_local(load_spec(raw), "", tmp_path / "out")
+
+
+def test_directory_checkpoints_are_replaced_whole(tmp_path):
+    """An RL trial's checkpoint is a directory: each report replaces it, and after a kill between the two renames
+    the previous one is still found."""
+    from sweeps.local import _store_dir, _stored_dir
+    from sweeps.trial import CHECKPOINT_FILE
+
+    final = tmp_path / "checkpoint"
+    for step in (1, 2):
+        src = tmp_path / f"src{step}"
+        (src / "algo").mkdir(parents=True)
+        (src / CHECKPOINT_FILE).write_text(str(step))
+        (src / "algo" / "weights").write_text(str(step))
+        _store_dir(src, final)
+        assert (final / CHECKPOINT_FILE).read_text() == str(step) and (final / "algo" / "weights").read_text() == \
+            str(step)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint", "src1", "src2"], "no temporary left"
+    final.rename(tmp_path / "checkpoint.old")  # killed after moving the old one aside, before the new was renamed
+    assert _stored_dir(final) == tmp_path / "checkpoint.old"
+    assert _stored_dir(tmp_path / "nothing") is None

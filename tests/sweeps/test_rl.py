@@ -13,7 +13,9 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from analysis.export import export_experiment
+from analysis.report import build_report
 from analysis.tables import ablation_table
+from sweeps.evaluate import evaluate_run
 from sweeps.runner import run_sweep
 from sweeps.spec import SpecError, load_spec
 
@@ -62,6 +64,14 @@ def test_atari_spec_on_tune_logs_like_a_supervised_sweep(tmp_path):
                                metrics=["val/episode_return_mean"])
         assert sorted(k[0] for k in table.keys) == ["lstm", "rims"] and table.n == [1, 1]
         assert table.directions["val/episode_return_mean"] == "max", "a return is maximised"
+        with pytest.raises(ValueError, match="trained by reinforcement learning"):
+            evaluate_run(runs["rims"].info.run_id, {}, uri)
+        report = build_report("pong_smoke", uri, tmp_path / "report")
+        text = Path(report.markdown).read_text()
+        assert "objective val/episode_return_mean (max)" in text
+        assert "## Interquartile mean over seeds: val/episode_return_mean" in text
+        iqm_rows = [ln for ln in text.splitlines() if ln.startswith("| ALE/Pong-v5 |")]
+        assert sorted(r.split(" | ")[1] for r in iqm_rows) == ["lstm", "rims"]
 
 
 def test_rims_rl_train_smoke_and_resume(tmp_path):
