@@ -51,7 +51,8 @@ def load_trial(run_id: str, tracking_uri: str, overrides: dict[str, Any] | None 
         try:
             cfg_path = client.download_artifacts(run_id, "config.json", d)
         except Exception as e:
-            raise ValueError(f"run {run_id} has no config.json; it was not made by a rims trial ({e})") from None
+            raise ValueError(f"run {run_id} has no final checkpoint (no config.json); only trials that finished can "
+                             f"be loaded ({e})") from None
         task_name = json.loads(Path(cfg_path).read_text()).get("task.name")
         if not hasattr(TASKS.get(task_name), "build_model"):
             raise ValueError(f"run {run_id} is a {task_name!r} trial, trained by reinforcement learning; re-evaluation "

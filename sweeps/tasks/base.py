@@ -48,24 +48,30 @@ def recurrent_core(model: nn.Module) -> nn.Module:
     return model.rnn
 
 
-class Task(ABC):
-    """One task of the paper. Subclasses set the class attributes and implement the four methods."""
+class _TaskBase(ABC):
+    """What the spec, the runner and the trial know of every task, supervised or RL."""
 
     name: ClassVar[str]
-    settings_model: ClassVar[type[TaskSettings]]
+    settings_model: ClassVar[type[BaseModel]]
     objective: ClassVar[tuple[str, str]]  # the val metric searchers and schedulers optimise, and "min"/"max"
     metric_docs: ClassVar[dict[str, str]]  # metric name (without prefix/condition) -> what it measures
 
-    def __init__(self, settings: TaskSettings, model: dict[str, Any], device: torch.device | str = "cpu") -> None:
+    def __init__(self, settings: BaseModel, model: dict[str, Any], device: torch.device | str = "cpu") -> None:
         self.settings = settings
         self.model_settings = model
         self.device = torch.device(device)
 
     @classmethod
-    def preflight(cls, settings: TaskSettings) -> list[tuple[str, str]]:
-        """Checks that depend on the machine (data files present): (path, message) pairs, empty if fine.
-        Run by the runner where the sweep runs, right after connecting, before any trial or MLflow run."""
+    def preflight(cls, settings: BaseModel) -> list[tuple[str, str]]:
+        """Checks that depend on the machine (data files present, the game installed): (path, message) pairs,
+        empty if fine. Run by the runner where the sweep runs, right after connecting, before any trial or run."""
         return []
+
+
+class Task(_TaskBase):
+    """One supervised task of the paper. Subclasses set the class attributes and implement the four methods."""
+
+    settings_model: ClassVar[type[TaskSettings]]
 
     @abstractmethod
     def build_model(self) -> nn.Module:
@@ -99,29 +105,14 @@ class Task(ABC):
         return {f"rims/active_frac/{k}": float(v) for k, v in enumerate(frac)}
 
 
-class RLTask(ABC):
+class RLTask(_TaskBase):
     """A reinforcement-learning task: trained by an RL algorithm through ``train``, not batch by batch.
 
-    Shares the sweep contract of Task (settings_model, objective, metric_docs, preflight) and adds
-    ``optim_defaults``: the ``optim.*`` values a spec of this task gets where it gives none (RL learning rates and
-    budgets differ from the supervised defaults by orders of magnitude).
+    Adds ``optim_defaults``: the ``optim.*`` values a spec of this task gets where it gives none (RL learning
+    rates and budgets differ from the supervised defaults by orders of magnitude).
     """
 
-    name: ClassVar[str]
-    settings_model: ClassVar[type[BaseModel]]
-    objective: ClassVar[tuple[str, str]]
-    metric_docs: ClassVar[dict[str, str]]
     optim_defaults: ClassVar[dict[str, Any]]
-
-    def __init__(self, settings: BaseModel, model: dict[str, Any], device: torch.device | str = "cpu") -> None:
-        self.settings = settings
-        self.model_settings = model
-        self.device = torch.device(device)
-
-    @classmethod
-    def preflight(cls, settings: BaseModel) -> list[tuple[str, str]]:
-        """As Task.preflight: (path, message) pairs for what this machine cannot run."""
-        return []
 
     @classmethod
     def check(cls, settings: BaseModel, model: dict[str, Any], optim: dict[str, Any]) -> list[tuple[str, str]]:
