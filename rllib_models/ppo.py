@@ -213,6 +213,8 @@ def train_ppo(settings: PPOSettings, model: dict[str, Any], optim: dict[str, Any
             algo.restore(path) if old else algo.restore_from_path(path)
             meta = load(Path(checkpoint_dir))
             step, iteration = int(meta["step"]), int(meta["iteration"])
+            if old:  # the old stack re-derives its scheduled lr only after the next update: set it for this one
+                algo.get_policy().on_global_var_update({"timestep": step})
         if step == 0:
             params = (sum(p.numel() for p in algo.get_policy().model.parameters()) if old else
                       sum(p.numel() for p in algo.get_module().parameters()))

@@ -92,9 +92,11 @@ def test_lstm_baseline_matches_size_and_encoder(local_ray):
         algo.stop()
 
 
-def test_reports_checkpoints_and_resume_continue_the_same_training(local_ray, tmp_path):
+@pytest.mark.parametrize("stack", ["new", "old"])
+def test_reports_checkpoints_and_resume_continue_the_same_training(local_ray, tmp_path, stack):
     """A trial killed after its first report resumes from that checkpoint: the step count, the position in the
     learning-rate schedule and the weights continue; nothing is reported twice."""
+    settings = TINY.model_copy(update={"api_stack": stack})
     optim = {**OPTIM, "max_steps": 128}
     logged: list[tuple[int, dict]] = []
     kept = tmp_path / "kept"
@@ -107,7 +109,7 @@ def test_reports_checkpoints_and_resume_continue_the_same_training(local_ray, tm
         raise Killed
 
     with pytest.raises(Killed):
-        train_ppo(TINY, RIMS, optim, 0, checkpoint_dir=None, log=lambda m, s: logged.append((s, m)),
+        train_ppo(settings, RIMS, optim, 0, checkpoint_dir=None, log=lambda m, s: logged.append((s, m)),
                   report=report_then_die, save=save_checkpoint, load=load_checkpoint)
     assert [s for s, _ in logged] == [0, 64]
     first = logged[1][1]
@@ -118,7 +120,7 @@ def test_reports_checkpoints_and_resume_continue_the_same_training(local_ray, tm
     assert load_checkpoint(kept)["step"] == 64 and (kept / "algo").is_dir()
 
     reports: list[dict] = []
-    train_ppo(TINY, RIMS, optim, 0, checkpoint_dir=Path(kept), log=lambda m, s: logged.append((s, m)),
+    train_ppo(settings, RIMS, optim, 0, checkpoint_dir=Path(kept), log=lambda m, s: logged.append((s, m)),
               report=lambda m, d: reports.append(m), save=save_checkpoint, load=load_checkpoint)
     assert [s for s, _ in logged] == [0, 64, 128], "resumed at 64: no step 0 again, no repeat of 64"
     assert [r["step"] for r in reports] == [128] and reports[0]["train/iterations"] == 2
