@@ -140,7 +140,7 @@ def build_report(experiment: str, tracking_uri: str | None = None, out_dir: str 
                  sweep_id: str | None = None, log: bool = True) -> ReportResult:
     """Export the experiment, build tables and figures for one sweep (default: the newest), write report.md
     and report.html under out_dir (default reports/<experiment>), and log them to the sweep's parent run."""
-    from sweeps.tasks import TASKS
+    from sweeps.tasks import TASKS, RLTask
     from sweeps.tracking import absolute_tracking_uri
 
     from . import plots
@@ -173,7 +173,7 @@ def build_report(experiment: str, tracking_uri: str | None = None, out_dir: str 
             blocks.append(Block("p", f"Paper layout not available: {e}"))
     kinds = set(children["model.kind"].to_pylist()) if "model.kind" in children.column_names else set()
     blocks += _main_effects(children, table.rows, objective)
-    if task_name in TASKS and hasattr(TASKS[task_name], "optim_defaults"):  # an RL task
+    if task_name in TASKS and issubclass(TASKS[task_name], RLTask):
         blocks += _iqm_blocks(children, table.rows, objective)
     if {"rims"} < kinds and "lstm" in kinds:
         base = objective.split("/", 1)[1]  # the objective's measure at every evaluated condition

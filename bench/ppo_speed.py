@@ -76,7 +76,7 @@ def main() -> None:
     env = dict(os.environ)
     if args.omp_wait_policy != "inherit":
         env["OMP_WAIT_POLICY"] = args.omp_wait_policy
-    flags = [a for a in sys.argv[1:]]
+    flags = sys.argv[1:]
     runs: dict[str, list[dict]] = {"rims": [], "lstm": []}
     for r in range(args.rounds):
         for kind in (("rims", "lstm") if r % 2 == 0 else ("lstm", "rims")):

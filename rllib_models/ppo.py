@@ -12,16 +12,19 @@ The sweep vocabulary carries over: ``model.*`` settings pick and size the recurr
 from __future__ import annotations
 
 import math
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from .config import DEFAULT_ATARI_FILTERS, parse_model_config
 
-__all__ = ["MEMORY_ENV_ID", "PPOSettings", "build_ppo_config", "model_spec", "ppo_metrics", "train_ppo"]
+__all__ = ["MEMORY_ENV_ID", "PPOSettings", "build_ppo_config", "check_settings", "model_spec", "ppo_metrics",
+           "train_ppo"]
 
 MEMORY_ENV_ID = "RepeatPrevious"  # rllib_models.envs.RepeatPrevious, the memory check's env
 
@@ -81,18 +84,20 @@ def _env(settings: PPOSettings, train: bool) -> tuple[str, dict[str, Any]]:
     return ATARI_ENV, {"env": settings.env, "train": train, **settings.env_config}
 
 
-def check_settings(settings: PPOSettings, model: dict[str, Any], minibatch_size: int) -> None:
-    """Everything that can be refused without starting a worker: the env id, the model, the batch sizes."""
+def check_settings(settings: PPOSettings, model: dict[str, Any], minibatch_size: int) -> tuple[str, dict[str, Any]]:
+    """Everything that can be refused without starting a worker: the env id, the model, the batch sizes.
+    Returns model_spec(model, settings.max_seq_len)."""
     from .envs import check_env_id
 
     if settings.env != MEMORY_ENV_ID:
         check_env_id(settings.env)
-    model_spec(model, settings.max_seq_len)
+    spec = model_spec(model, settings.max_seq_len)
     if settings.api_stack == "old" and model.get("kind", "rims") == "lstm":
         raise ValueError("task.api_stack: the LSTM baseline runs on the new stack; use api_stack 'new'")
     if minibatch_size > settings.batch_size:
         raise ValueError(f"optim.batch_size: Expected a PPO minibatch <= num_envs x rollout_length = "
                          f"{settings.batch_size}, got {minibatch_size}")
+    return spec
 
 
 def build_ppo_config(settings: PPOSettings, model: dict[str, Any], *, lr: float, minibatch_size: int,
@@ -105,9 +110,8 @@ def build_ppo_config(settings: PPOSettings, model: dict[str, Any], *, lr: float,
     from .envs import register_envs
     from .module import rims_module_spec
 
-    check_settings(settings, model, minibatch_size)
+    kind, mc = check_settings(settings, model, minibatch_size)
     register_envs()
-    kind, mc = model_spec(model, settings.max_seq_len)
     env, env_config = _env(settings, train=True)
     _, eval_env_config = _env(settings, train=False)
     schedule = [[0, lr], [total_steps, 0.0]] if settings.anneal_lr else None
@@ -198,10 +202,6 @@ def train_ppo(settings: PPOSettings, model: dict[str, Any], optim: dict[str, Any
     a checkpoint (RLlib's under ``algo/`` plus save(dir, {"step", "iteration"})), log(metrics, step), then
     report(metrics, dir). Restarted from checkpoint_dir it continues the same training (weights, optimizer,
     lr schedule position, step count)."""
-    import tempfile
-
-    import torch
-
     config = build_ppo_config(settings, model, lr=optim["lr"], minibatch_size=optim["batch_size"],
                               grad_clip=optim["grad_clip"], total_steps=optim["max_steps"], seed=seed, gpus=gpus)
     algo = config.build_algo()

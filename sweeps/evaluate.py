@@ -18,7 +18,7 @@ import yaml
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from .tasks import TASKS
+from .tasks import TASKS, RLTask
 from .trial import CHECKPOINT_FILE, load_checkpoint, nest
 
 __all__ = ["evaluate_run", "load_trial", "parse_overrides"]
@@ -54,7 +54,7 @@ def load_trial(run_id: str, tracking_uri: str, overrides: dict[str, Any] | None 
             raise ValueError(f"run {run_id} has no final checkpoint (no config.json); only trials that finished can "
                              f"be loaded ({e})") from None
         task_name = json.loads(Path(cfg_path).read_text()).get("task.name")
-        if not hasattr(TASKS.get(task_name), "build_model"):
+        if task_name in TASKS and issubclass(TASKS[task_name], RLTask):
             raise ValueError(f"run {run_id} is a {task_name!r} trial, trained by reinforcement learning; re-evaluation "
                              "with task overrides is for the supervised tasks (its greedy returns are logged as "
                              "val/episode_return_mean at every report)")

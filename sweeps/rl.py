@@ -26,7 +26,7 @@ FLAGS = {"task.env": "--env", "model.kind": "--model", "model.num_units": "--num
 
 def train_spec(args: argparse.Namespace) -> dict[str, Any]:
     """The spec dict of one training run from the parsed ``rims rl train`` arguments."""
-    game = args.env.split("/")[-1].split("-")[0].lower() if isinstance(args.env, str) else "env"
+    game = args.env.split("/")[-1].split("-")[0].lower()
     model: dict[str, Any] = {"kind": args.model, "hidden_size": args.hidden_size}
     if args.model == "rims":
         model |= {"num_units": args.num_units, "top_k": args.top_k, "cell": args.cell}
@@ -46,7 +46,7 @@ def train_spec(args: argparse.Namespace) -> dict[str, Any]:
 def _train(args: argparse.Namespace) -> int:
     import sys
 
-    from .local import run_local
+    from .local import CHECKPOINT_DIR, run_local
     from .spec import SpecError, load_spec
     from .tracking import absolute_tracking_uri
 
@@ -65,7 +65,7 @@ def _train(args: argparse.Namespace) -> int:
                     smoke=args.smoke)
     outcome = next((k for k in ("completed", "stopped_early", "failed", "errored") if res.counts[k]), "nothing run")
     print(f"\n{spec.name}: {outcome}" + "".join(f"\n  failed: {f}" for f in res.failures))
-    print(f"checkpoints: {out.resolve() / 'trials' / '00000' / 'checkpoint'}\nMLflow: experiment "
+    print(f"checkpoints: {out.resolve() / 'trials' / '00000' / CHECKPOINT_DIR}\nMLflow: experiment "
           f"{spec.experiment or spec.name!r} at {uri}")
     return 0 if res.counts["completed"] + res.counts["stopped_early"] == 1 else 1
 

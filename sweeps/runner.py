@@ -149,7 +149,7 @@ def _new_tuner(spec: SweepSpec, trainable: Any, run_config: tune.RunConfig, metr
     scheduler = None
     if spec.scheduler.name == "asha":
         scheduler = ASHAScheduler(metric=metric, mode=mode, time_attr="training_iteration",
-                                  max_t=_reports(spec),
+                                  max_t=spec.task_cls.reports(spec.task_settings(), spec.optim.model_dump()),
                                   grace_period=spec.scheduler.grace_period,
                                   reduction_factor=spec.scheduler.reduction_factor)
     tune_config = tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
@@ -159,13 +159,6 @@ def _new_tuner(spec: SweepSpec, trainable: Any, run_config: tune.RunConfig, metr
     if spec.stop.metric is not None:
         run_config.stop = ThresholdStopper(spec.stop.metric, spec.stop.threshold, spec.stop.mode)
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
-
-
-def _reports(spec: SweepSpec) -> int:
-    """Reports a full trial makes (ASHA's max_t): an RL task reports at whole iterations, so it counts them."""
-    if hasattr(spec.task_cls, "reports"):
-        return spec.task_cls.reports(spec.task_settings(), spec.optim.model_dump())
-    return max(1, -(-spec.optim.max_steps // spec.optim.eval_every))
 
 
 class ThresholdStopper(tune.Stopper):

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from rims_core import RIMConfig, RIMConfigError
 
-from .tasks import TASKS
+from .tasks import TASKS, RLTask
 
 __all__ = [
     "DISTRIBUTIONS",
@@ -156,7 +156,8 @@ class SweepSpec(_Strict):
     def _task_optim_defaults(cls, data: Any) -> Any:
         """RL tasks bring their own optim.* defaults (learning rate, budget in env steps, minibatch)."""
         if isinstance(data, dict) and isinstance(data.get("task"), dict):
-            defaults = getattr(TASKS.get(data["task"].get("name")), "optim_defaults", None)
+            task_cls = TASKS.get(data["task"].get("name"))
+            defaults = task_cls.optim_defaults if task_cls is not None else {}
             if defaults and (data.get("optim") is None or isinstance(data.get("optim"), dict)):
                 data = {**data, "optim": {**defaults, **(data.get("optim") or {})}}
         return data
@@ -295,7 +296,7 @@ def validate(spec: SweepSpec) -> list[tuple[str, str]]:
         errors += _metric_errors(spec, "stop.metric", spec.stop.metric)
     if not errors:
         errors += _check_models(spec)
-    if not errors and hasattr(spec.task_cls, "check"):
+    if not errors and issubclass(spec.task_cls, RLTask):
         errors += _check_rl(spec)
     return errors
 
@@ -309,7 +310,7 @@ def _check_rl(spec: SweepSpec) -> list[tuple[str, str]]:
     points = [base_config(spec) | {"seed": 0}] if spec.search.algorithm == "optuna" else trial_points(spec)[:1000]
     errors: list[tuple[str, str]] = []
     for point in points:
-        flat = resolve(dict(point.get("trial", point)))
+        flat = resolve(dict(point))
         try:
             settings = spec.task_cls.settings_model(**{k: v for k, v in nest(flat, "task").items() if k != "name"})
         except ValidationError as e:
@@ -402,19 +403,10 @@ def load_spec(source: str | Path | dict[str, Any]) -> SweepSpec:
     return spec
 
 
-
-
 def smoke_spec(spec: SweepSpec) -> SweepSpec:
-    """Every trial for a few steps: for tests and first contact (``--smoke``). An RL task: one tiny iteration
-    (2 envs x 32 steps, one epoch, one greedy evaluation episode)."""
-    if hasattr(spec.task_cls, "optim_defaults"):
-        task = {**spec.task, "num_envs": 2, "rollout_length": 32, "num_epochs": 1,
-                "eval_episodes": min(1, spec.task.get("eval_episodes", 1)),
-                "max_seq_len": min(16, spec.task.get("max_seq_len", 16))}
-        optim = spec.optim.model_copy(update={"batch_size": 32, "max_steps": 64, "eval_every": 64})
-        return spec.model_copy(update={"task": task, "optim": optim})
-    optim = spec.optim.model_copy(update={"max_steps": min(spec.optim.max_steps, 4), "eval_every": 2})
-    return spec.model_copy(update={"optim": optim})
+    """Every trial for a few steps, as its task defines a smoke run: for tests and first contact (``--smoke``)."""
+    task, optim = spec.task_cls.smoke(dict(spec.task), spec.optim.model_dump())
+    return spec.model_copy(update={"task": task, "optim": spec.optim.model_copy(update=optim)})
 
 
 def sweep_params(spec: SweepSpec, smoke: bool) -> dict[str, Any]:

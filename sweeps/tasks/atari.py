@@ -62,8 +62,16 @@ class AtariTask(RLTask):
         train_ppo(self.settings, self.model_settings, optim, seed, checkpoint_dir=checkpoint_dir, log=log,
                   report=report, gpus=gpus, save=save, load=load)
 
-    @staticmethod
-    def reports(settings: PPOSettings, optim: dict[str, Any]) -> int:
-        """Reports a full trial makes (ASHA's max_t)."""
+    @classmethod
+    def reports(cls, settings: PPOSettings, optim: dict[str, Any]) -> int:
+        """Reports come at whole PPO iterations, so they are counted in iterations."""
         every = max(1, math.ceil(optim["eval_every"] / settings.batch_size))
         return max(1, math.ceil(math.ceil(optim["max_steps"] / settings.batch_size) / every))
+
+    @classmethod
+    def smoke(cls, task: dict[str, Any], optim: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """One tiny iteration: 2 envs x 32 steps, one epoch, one greedy evaluation game."""
+        task = {**task, "num_envs": 2, "rollout_length": 32, "num_epochs": 1,
+                "eval_episodes": min(1, task.get("eval_episodes", 1)),
+                "max_seq_len": min(16, task.get("max_seq_len", 16))}
+        return task, {**optim, "batch_size": 32, "max_steps": 64, "eval_every": 64}

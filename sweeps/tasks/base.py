@@ -55,6 +55,7 @@ class _TaskBase(ABC):
     settings_model: ClassVar[type[BaseModel]]
     objective: ClassVar[tuple[str, str]]  # the val metric searchers and schedulers optimise, and "min"/"max"
     metric_docs: ClassVar[dict[str, str]]  # metric name (without prefix/condition) -> what it measures
+    optim_defaults: ClassVar[dict[str, Any]] = {}  # optim.* a spec of this task gets where it gives none
 
     def __init__(self, settings: BaseModel, model: dict[str, Any], device: torch.device | str = "cpu") -> None:
         self.settings = settings
@@ -66,6 +67,16 @@ class _TaskBase(ABC):
         """Checks that depend on the machine (data files present, the game installed): (path, message) pairs,
         empty if fine. Run by the runner where the sweep runs, right after connecting, before any trial or run."""
         return []
+
+    @classmethod
+    def reports(cls, settings: BaseModel, optim: dict[str, Any]) -> int:
+        """Reports a full trial makes (ASHA's max_t): one every optim["eval_every"] steps and one at the end."""
+        return max(1, -(-optim["max_steps"] // optim["eval_every"]))
+
+    @classmethod
+    def smoke(cls, task: dict[str, Any], optim: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``task.*`` and ``optim.*`` of a smoke run (``--smoke``): every trial for a few steps."""
+        return task, {**optim, "max_steps": min(optim["max_steps"], 4), "eval_every": 2}
 
 
 class Task(_TaskBase):
@@ -108,11 +119,9 @@ class Task(_TaskBase):
 class RLTask(_TaskBase):
     """A reinforcement-learning task: trained by an RL algorithm through ``train``, not batch by batch.
 
-    Adds ``optim_defaults``: the ``optim.*`` values a spec of this task gets where it gives none (RL learning
-    rates and budgets differ from the supervised defaults by orders of magnitude).
+    Sets ``optim_defaults``: RL learning rates and budgets differ from the supervised defaults by orders of
+    magnitude. Adds ``check``, the cross-field checks the spec runs on every configuration.
     """
-
-    optim_defaults: ClassVar[dict[str, Any]]
 
     @classmethod
     def check(cls, settings: BaseModel, model: dict[str, Any], optim: dict[str, Any]) -> list[tuple[str, str]]:
