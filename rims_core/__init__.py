@@ -5,13 +5,14 @@ This package imports nothing from ray, mlflow or optuna.
 """
 
 from .cell import RIMCell
-from .config import CELLS, SELECTIONS, CommConfig, InputAttentionConfig, RIMConfig, RIMConfigError
+from .config import CELLS, COMM_OUTPUTS, SELECTIONS, CommConfig, InputAttentionConfig, RIMConfig, RIMConfigError
 from .factory import MODEL_KINDS, build_recurrent, count_parameters, macs_per_step
 from .graphs import cuda_graphed
 from .rim import RIM, RIMTrace
 
 __all__ = [
     "CELLS",
+    "COMM_OUTPUTS",
     "MODEL_KINDS",
     "RIM",
     "SELECTIONS",

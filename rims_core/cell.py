@@ -10,7 +10,11 @@ One step, as the paper writes it (Goyal et al., Sec. 2):
   A_k = softmax(q_k K^T / sqrt(dk)) V, q_k = h_k W^q_k                  (input attention)
   S_t = the k units that put the least attention on the null row         (selection)
   h~_k = cell_k(A_k, h_k) for k in S_t; h~_k = h_k otherwise             (independent dynamics)
-  h_k <- h~_k + W^o_k MHA(q~_k; K~, V~ from all h~) for k in S_t         (communication)
+  r_k = MHA(q~_k; K~, V~ from all h~) for k in S_t                      (communication read)
+  h_k <- h~_k + W^o_k r_k for k in S_t                                   (the paper's text: comm.output="residual")
+The default communication output is bounded instead (docs/model.md), with g_k = sigmoid(W^g_k r_k + b^g_k):
+  LSTM units: h_k <- h~_k + g_k tanh(W^o_k r_k + b^o_k)  ("gated_residual", the official code's; |h| < 2)
+  GRU units:  h_k <- (1 - g_k) h~_k + g_k tanh(W^o_k r_k + b^o_k)  ("convex", a highway update; |h| <= 1)
 
 Because the null row has value 0, A_k = a_k * (x_t W^v) with a_k the attention on x_t; the input
 part of every unit's gates, a_k * (x_t W^v W^ih_k), is therefore computed for all T steps in one
@@ -28,9 +32,15 @@ from torch import Tensor, nn
 from .config import CommConfig, InputAttentionConfig, RIMConfig
 from .fused import RIMScan, _tanh
 
-__all__ = ["RIMCell", "StepTrace", "unpack_state"]
+__all__ = ["CONVEX_GATE_BIAS", "RIMCell", "StepTrace", "unpack_state"]
 
 StepTrace = dict[str, Tensor]
+
+#: Initial bias of the convex communication gate g (comm.output="convex"): sigmoid(-3) = 0.05, so a unit starts
+#: close to its own update h~ and learns how far to open the gate, as a highway layer's transform gate starts
+#: closed (Srivastava et al., 2015, recommend -1 to -3). With the gate half open at the start (bias ~0), a GRU RIM
+#: stayed at the unigram loss for 300 updates of the word-LM check, where -3 let it learn (docs/model.md).
+CONVEX_GATE_BIAS = -3.0
 
 
 class Prepared(NamedTuple):
@@ -41,6 +51,8 @@ class Prepared(NamedTuple):
     b_ih: Tensor | None  # (K, 1, G), GRU only
     gate_scale: Tensor  # (G,)
     comm_qkv: Tensor | None  # (K, H, heads * (2 dk + dv)), q columns / sqrt(dk)
+    comm_w: Tensor | None  # (K, heads*dv, H) residual: W^o; bounded forms (K, heads*dv, 2H): [2 W^o | W^g]
+    comm_b: Tensor | None  # (K, 1, 2H): [2 b^o | b^g], bounded forms with bias only
 
 
 def build_config(hidden_size: int, **rim_kwargs: Any) -> RIMConfig:
@@ -91,6 +103,10 @@ class RIMCell(nn.Module):
     #: Run the scan through the fused Function (hand-written backward). False selects the plain path, a loop
     #: over step() differentiated by autograd; torch.compile (compile_step) and autocast always use the latter.
     use_fused: bool = True
+    #: In training mode, break exact selection ties (every unit at a zero state) uniformly at random; False breaks
+    #: them by unit index in both modes. Set it False where a training-mode forward must reproduce an eval-mode
+    #: one, e.g. an RL learner recomputing the logits its eval-mode actors acted on.
+    random_ties: bool = True
 
     def __init__(
         self,
@@ -136,12 +152,16 @@ class RIMCell(nn.Module):
             self.register_parameter("bias_ih", None)
             self.register_parameter("bias_hh", None)
         c = cfg.comm
+        for name in ("comm_qkv", "comm_out", "comm_gate", "comm_out_bias", "comm_gate_bias"):
+            self.register_parameter(name, None)
         if c.enabled:
             self.comm_qkv = nn.Parameter(torch.empty(K, H, c.heads * (2 * c.key_size + c.value_size), **fk))
-            self.comm_out = nn.Parameter(torch.empty(K, c.heads * c.value_size, H, **fk))
-        else:
-            self.register_parameter("comm_qkv", None)
-            self.register_parameter("comm_out", None)
+            self.comm_out = nn.Parameter(torch.empty(K, c.heads * c.value_size, H, **fk))  # W^o, per unit
+            if cfg.comm_output != "residual":  # bounded forms: a gate per unit and feature, biases as nn.Linear has
+                self.comm_gate = nn.Parameter(torch.empty(K, c.heads * c.value_size, H, **fk))  # W^g
+                if bias:
+                    self.comm_out_bias = nn.Parameter(torch.empty(K, H, **fk))
+                    self.comm_gate_bias = nn.Parameter(torch.empty(K, H, **fk))
         self._compiled_step = None
         self.reset_parameters()
 
@@ -152,17 +172,23 @@ class RIMCell(nn.Module):
 
     # ------------------------------------------------------------------ parameters
     def reset_parameters(self) -> None:
-        """Re-draw every weight: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as nn.LSTMCell and nn.Linear do."""
+        """Re-draw every weight: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as nn.LSTMCell and nn.Linear do; the convex
+        communication gate's bias starts at CONVEX_GATE_BIAS."""
         H = self.config.unit_size
+        c, form = self.config.comm, self.config.comm_output
         with torch.no_grad():
             for name, p in self.named_parameters(recurse=False):
                 if name in ("weight_hh", "bias_ih", "bias_hh"):
                     bound = 1.0 / math.sqrt(H)  # nn.LSTMCell's rule, with the unit's hidden size
+                elif name in ("comm_out_bias", "comm_gate_bias"):
+                    bound = 1.0 / math.sqrt(c.heads * c.value_size)  # nn.Linear's rule: the read's width
                 elif p.dim() == 3:
                     bound = 1.0 / math.sqrt(p.shape[1])  # per-unit (K, in, out): fan_in = in
                 else:
                     bound = 1.0 / math.sqrt(p.shape[0])  # shared (in, out)
                 p.uniform_(-bound, bound)
+            if form == "convex" and self.comm_gate_bias is not None:
+                self.comm_gate_bias.fill_(CONVEX_GATE_BIAS)
 
     def extra_repr(self) -> str:
         cfg = self.config
@@ -173,7 +199,8 @@ class RIMCell(nn.Module):
         s += f", dropout={ia.dropout})"
         c = cfg.comm
         if c.enabled:
-            s += f", comm=(heads={c.heads}, key_size={c.key_size}, value_size={c.value_size}, dropout={c.dropout})"
+            s += (f", comm=(heads={c.heads}, key_size={c.key_size}, value_size={c.value_size}, dropout={c.dropout}"
+                  f", output={cfg.comm_output!r})")
         else:
             s += ", comm=off"
         return s + ("" if self.bias else ", bias=False")
@@ -210,11 +237,12 @@ class RIMCell(nn.Module):
         u = torch.matmul(z.reshape(1, T * B, F), w_u)  # (K, T*B, nh*G)
         return keys, u.view(K, T, B, nh, -1)
 
-    def select(self, score: Tensor) -> Tensor:
+    def select(self, score: Tensor, order: Tensor | None = None) -> Tensor:
         """score: (K, B) attention on the real input (averaged over heads) -> active mask (K, B), bool.
 
-        topk keeps the k units that attend least to the null row, i.e. most to x_t; ties go to the
-        lower unit index (stable sort), so the rule is deterministic.
+        topk keeps the k units that attend least to the null row, i.e. most to x_t. Exact ties (every unit
+        scores 1/2 at a zero state) are broken by ``order``, a (K, B) random permutation of the units per
+        sample (tie_orders, drawn in training), else by the lower unit index (eval: deterministic).
         """
         cfg = self.config
         K, k = cfg.num_units, cfg.top_k
@@ -222,8 +250,20 @@ class RIMCell(nn.Module):
             return torch.ones_like(score, dtype=torch.bool)
         if cfg.selection == "random":
             score = torch.rand(score.shape, device=score.device)
-        idx = torch.argsort(score, dim=0, descending=True, stable=True)[:k]  # (k, B)
+        if order is None:
+            idx = torch.argsort(score, dim=0, descending=True, stable=True)[:k]  # (k, B)
+        else:  # a stable sort of the randomly ordered units: tied units keep their random order
+            idx = order.gather(0, torch.argsort(score.gather(0, order), dim=0, descending=True, stable=True)[:k])
         return torch.zeros_like(score, dtype=torch.bool).scatter_(0, idx, True)
+
+    def tie_orders(self, T: int, B: int, device: torch.device) -> Tensor | None:
+        """Random unit orders (T, K, B) that break exact selection ties in training, drawn at once for all
+        steps; None in eval mode, with random_ties off, or when nothing can tie (selection other than topk, or
+        top_k = num_units)."""
+        cfg = self.config
+        if not (self.training and self.random_ties) or cfg.selection != "topk" or cfg.top_k == cfg.num_units:
+            return None
+        return torch.rand(T, cfg.num_units, B, device=device).argsort(dim=1)
 
     def prepare(self) -> Prepared:
         """Weights as the step uses them, built once per scan rather than once per step.
@@ -247,23 +287,32 @@ class RIMCell(nn.Module):
             b_h = (self.bias_ih + self.bias_hh) * gate_scale if lstm else self.bias_hh
             b_hq = torch.cat([b_h, b_h.new_zeros(K, nh * dk)], dim=-1).unsqueeze(1)  # (K, 1, G + nh*dk)
             b_ih = None if lstm else self.bias_ih.unsqueeze(1)  # (K, 1, G)
-        comm_qkv = None
+        comm_qkv = comm_w = comm_b = None
         if self.comm_qkv is not None:
             c = cfg.comm
             qscale = torch.ones(2 * c.key_size + c.value_size, dtype=w_hq.dtype, device=w_hq.device)
             qscale[:c.key_size] = c.key_size ** -0.5
             comm_qkv = (self.comm_qkv.view(K, H, c.heads, -1) * qscale).view(K, H, -1)
-        return Prepared(w_hq, b_hq, b_ih, gate_scale, comm_qkv)
+            comm_w = self.comm_out
+            if cfg.comm_output != "residual":  # factor 2 on W^o, b^o: one sigmoid gives (tanh + 1) / 2 and the gate
+                oscale = torch.ones(2 * H, dtype=w_hq.dtype, device=w_hq.device)
+                oscale[:H] = 2
+                comm_w = torch.cat([self.comm_out, self.comm_gate], dim=-1) * oscale  # (K, heads*dv, 2H)
+                if self.comm_out_bias is not None:
+                    comm_b = (torch.cat([self.comm_out_bias, self.comm_gate_bias], dim=-1) * oscale).unsqueeze(1)
+        return Prepared(w_hq, b_hq, b_ih, gate_scale, comm_qkv, comm_w, comm_b)
 
     def step(
         self, h: Tensor, c: Tensor | None, key: Tensor, u: Tensor, w: Prepared, valid: Tensor | None,
         in_mask: Tensor | None = None, comm_mask: Tensor | None = None, trace: bool = False,
+        order: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None, StepTrace | None]:
         """One step on unit-first states, differentiated by autograd (the plain path).
 
         h, c: (K, B, H); key: (B, nh, dk); u: (K, B, nh, G) from precompute; w: from prepare();
         valid: (B,) bool or None (False freezes a sample: a padded step of a shorter sequence);
-        in_mask (K, B, nh) and comm_mask (B, ch, K, K): this step's dropout masks, scaled, or None.
+        in_mask (K, B, nh) and comm_mask (B, ch, K, K): this step's dropout masks, scaled, or None;
+        order (K, B): this step's tie-breaking unit order (tie_orders) or None.
         """
         cfg = self.config
         K, B, _H = h.shape
@@ -273,7 +322,7 @@ class RIMCell(nn.Module):
         gh, q = hq.split([G, nh * dk], dim=-1)
         s = (q.view(K, B, nh, dk) * key).sum(-1)  # (K, B, nh) scaled score of x_t; the null's is 0
         att = torch.sigmoid(s)  # = softmax([0, s])[1]: attention on x_t, per head
-        active = self.select(att.squeeze(-1) if nh == 1 else att.mean(-1))  # (K, B)
+        active = self.select(att.squeeze(-1) if nh == 1 else att.mean(-1), order)  # (K, B)
         if valid is not None:
             active = active & valid
         att_d = att if in_mask is None else att * in_mask
@@ -299,7 +348,7 @@ class RIMCell(nn.Module):
         h = torch.where(m, h_new.to(h.dtype), h)  # inactive units keep h bit for bit
         comm_att = None
         if w.comm_qkv is not None:
-            h, comm_att = self._communicate(h, m, w.comm_qkv, comm_mask)
+            h, comm_att = self._communicate(h, m, w, comm_mask)
         out: StepTrace | None = None
         if trace:
             out = {"active": active, "input_attention": att.detach()}
@@ -307,18 +356,24 @@ class RIMCell(nn.Module):
                 out["comm_attention"] = comm_att.detach()
         return h, c, out
 
-    def _communicate(self, h: Tensor, m: Tensor, comm_qkv: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
-        """Active units read all units' h~ (multi-head attention) and add it: h (K, B, H), m (K, B, 1)."""
-        c = self.config.comm
-        K, B, _H = h.shape
+    def _communicate(self, h: Tensor, m: Tensor, w: Prepared, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Active units read all units' h~ (multi-head attention) and update with it as comm.output says:
+        h (K, B, H), m (K, B, 1)."""
+        c, form = self.config.comm, self.config.comm_output
+        K, B, H = h.shape
         nh, dk, dv = c.heads, c.key_size, c.value_size
-        qkv = torch.bmm(h, comm_qkv).view(K, B, nh, 2 * dk + dv).permute(1, 2, 0, 3)  # (B, nh, K, .)
+        qkv = torch.bmm(h, w.comm_qkv).view(K, B, nh, 2 * dk + dv).permute(1, 2, 0, 3)  # (B, nh, K, .)
         q, k, v = qkv.split([dk, dk, dv], dim=-1)
         att = torch.softmax(q @ k.transpose(-1, -2), dim=-1)  # (B, nh, K, K); q carries 1/sqrt(dk)
         read = (att if mask is None else att * mask) @ v  # (B, nh, K, dv)
         read = read.permute(2, 0, 1, 3).reshape(K, B, nh * dv)
-        upd = torch.bmm(read, self.comm_out)  # (K, B, H)
-        return torch.where(m, h + upd.to(h.dtype), h), att
+        if form == "residual":
+            return torch.where(m, h + torch.bmm(read, w.comm_w).to(h.dtype), h), att
+        pre = torch.bmm(read, w.comm_w) if w.comm_b is None else torch.baddbmm(w.comm_b, read, w.comm_w)
+        s = torch.sigmoid(pre).to(h.dtype)  # (K, B, 2H): [(tanh(a_o) + 1) / 2 | g]
+        t, g = 2 * s[..., :H] - 1, s[..., H:]
+        new = h + g * t if form == "gated_residual" else h + g * (t - h)  # convex: (1 - g) h~ + g t
+        return torch.where(m, new, h), att
 
     def scan(
         self, x: Tensor, h: Tensor, c: Tensor | None, valid: Tensor | None = None, trace: bool = False,
@@ -335,20 +390,21 @@ class RIMCell(nn.Module):
         K, H = cfg.num_units, cfg.unit_size
         w = self.prepare()
         in_mask, comm_mask = self.dropout_masks(T, B, x)
+        orders = self.tie_orders(T, B, x.device)  # after the masks: the masks do not depend on it
         h = h.view(B, K, H).transpose(0, 1).contiguous()  # (K, B, H)
         c = c.view(B, K, H).transpose(0, 1).contiguous() if c is not None else None
         if self.use_fused and self._compiled_step is None and not torch.is_autocast_enabled(x.device.type):
             keys, z, w_u = self.input_maps(x, w.gate_scale)
-            tensors = (keys, z, w_u, h, c, w.w_hq, w.b_hq, w.b_ih, w.comm_qkv, self.comm_out)
+            tensors = (keys, z, w_u, h, c, w.w_hq, w.b_hq, w.b_ih, w.comm_qkv, w.comm_w, w.comm_b)
             save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
             out, h, c_out, act, att, P = RIMScan.apply(
                 self, save, keys, z, w_u, h, c if c is not None else h.new_empty(0), w.w_hq, w.b_hq, w.b_ih,
-                w.comm_qkv, self.comm_out, in_mask, comm_mask, valid)
+                w.comm_qkv, w.comm_w, w.comm_b, in_mask, comm_mask, valid, orders)
             c = c_out if c is not None else None
             traces = {"active": act, "input_attention": att, "comm_attention": P} if trace else None
         else:
             keys, u = self.precompute(x, w.gate_scale)
-            out, h, c, traces = self._scan_steps(keys, u, h, c, w, valid, in_mask, comm_mask, trace)
+            out, h, c, traces = self._scan_steps(keys, u, h, c, w, valid, in_mask, comm_mask, trace, orders)
         out = out.permute(0, 2, 1, 3).reshape(T, B, K * H)  # (T, K, B, H) -> (T, B, K*H)
         h_T = h.transpose(0, 1).reshape(B, K * H)
         c_T = c.transpose(0, 1).reshape(B, K * H) if c is not None else None
@@ -360,7 +416,7 @@ class RIMCell(nn.Module):
                 tr_out["comm_attention"] = traces["comm_attention"]  # (T, B, ch, K, K)
         return out, h_T, c_T, tr_out
 
-    def _scan_steps(self, keys, u, h, c, w, valid, in_mask, comm_mask, trace):
+    def _scan_steps(self, keys, u, h, c, w, valid, in_mask, comm_mask, trace, orders=None):
         """The plain path: a Python loop over RIMCell.step, differentiated by autograd."""
         step = self._compiled_step or self.step
         outs, traces = [], []
@@ -369,9 +425,10 @@ class RIMCell(nn.Module):
         keys_t, u_t = keys.unbind(0), u.unbind(1)
         in_t = in_mask.unbind(0) if in_mask is not None else [None] * len(keys_t)
         cm_t = comm_mask.unbind(0) if comm_mask is not None else [None] * len(keys_t)
+        or_t = orders.unbind(0) if orders is not None else [None] * len(keys_t)
         for t in range(len(keys_t)):
             vt = None if valid is None else valid[t]
-            h, c, tr = step(h, c, keys_t[t], u_t[t], w, vt, in_t[t], cm_t[t], trace)
+            h, c, tr = step(h, c, keys_t[t], u_t[t], w, vt, in_t[t], cm_t[t], trace, or_t[t])
             outs.append(h if vt is None else h * vt.unsqueeze(-1).to(h.dtype))
             if tr is not None:
                 traces.append(tr)

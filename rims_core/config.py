@@ -4,7 +4,9 @@ Every field is checked on construction; an error names the field, the value give
 accepted, in PyTorch's "Expected ..., got ..." style. Defaults follow the paper's text (Table 3,
 Appendix C): key size 64 and value size 4 x unit size for the input attention, one head (copying and
 sequential MNIST; the paper uses 4 elsewhere), communication with 4 heads of key and value size 32
-(the official code uses 16), dropout 0.1 on both attentions.
+(the official code uses 16), dropout 0.1 on both attentions. One default departs from the paper's text:
+the communication output (CommConfig.output) is bounded, because the literal residual lets the state
+diverge over long horizons (docs/model.md, "Communication output and bounded state").
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from typing import Any, Literal
 
 __all__ = [
     "CELLS",
+    "COMM_OUTPUTS",
+    "DEFAULT_COMM_OUTPUT",
     "SELECTIONS",
     "CommConfig",
     "InputAttentionConfig",
@@ -23,6 +27,16 @@ __all__ = [
 
 CELLS = ("lstm", "gru")
 SELECTIONS = ("topk", "random", "all")
+# How an active unit's communication read r enters its state, and the bound on every |h| element it gives for
+# any weights, inputs and horizon (from a start within the bound; docs/model.md derives them):
+#   residual        h = h~ + W^o r                                     the paper's text; no bound
+#   gated_residual  h = h~ + g * tanh(W^o r + b^o), g = sigmoid(W^g r + b^g)
+#                                                                      the official code; LSTM units |h| < 2,
+#                                                                      GRU units none (+1 per step at most)
+#   convex          h = (1 - g) * h~ + g * tanh(W^o r + b^o)           a highway update; |h| <= 1, both cells
+# The default (None) is the bounded form for the cell: gated_residual for LSTM units, convex for GRU units.
+COMM_OUTPUTS = ("residual", "gated_residual", "convex")
+DEFAULT_COMM_OUTPUT = {"lstm": "gated_residual", "gru": "convex"}
 
 
 class RIMConfigError(ValueError):
@@ -63,13 +77,20 @@ class InputAttentionConfig:
 
 @dataclass(frozen=True)
 class CommConfig:
-    """Communication: active units read from all units through multi-head attention (residual)."""
+    """Communication: active units read from all units through multi-head attention.
+
+    ``output`` says how the read enters the state (see COMM_OUTPUTS). The default, None, resolves by cell to a
+    form whose state is bounded over any horizon and for any weights: the official code's gated residual for
+    LSTM units (|h| < 2), the convex (highway) update for GRU units (|h| <= 1); see RIMConfig.comm_output.
+    The paper's plain ``"residual"`` has no bound: stateful training across detached chunks can diverge with it.
+    """
 
     enabled: bool = True
     heads: int = 4  # paper, Table 3
     key_size: int = 32  # paper's text; the official code uses 16
     value_size: int = 32  # paper's text; the official code uses 16
     dropout: float = 0.1
+    output: Literal["residual", "gated_residual", "convex"] | None = None  # None: bounded form for the cell
 
     def __post_init__(self) -> None:
         owner = "CommConfig"
@@ -79,6 +100,11 @@ class CommConfig:
         _positive_int(owner, "key_size", self.key_size)
         _positive_int(owner, "value_size", self.value_size)
         _probability(owner, "dropout", self.dropout)
+        if self.output is not None and self.output not in COMM_OUTPUTS:
+            raise RIMConfigError(
+                f"{owner}: Expected output to be one of {COMM_OUTPUTS} or None (the bounded form for the cell), "
+                f"got {self.output!r}"
+            )
 
 
 def _sub_config(cls: type, value: Any, name: str) -> Any:
@@ -145,6 +171,11 @@ class RIMConfig:
     def unit_size(self) -> int:
         """Hidden size of one unit, H = hidden_size // num_units."""
         return self.hidden_size // self.num_units
+
+    @property
+    def comm_output(self) -> str:
+        """Resolved communication output form (comm.output, or by cell when None: see DEFAULT_COMM_OUTPUT)."""
+        return self.comm.output or DEFAULT_COMM_OUTPUT[self.cell]
 
     @property
     def input_value_size(self) -> int:

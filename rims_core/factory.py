@@ -79,7 +79,7 @@ def macs_per_step(module: nn.Module) -> int:
                 c = cfg.comm
                 total += K * H * c.heads * (2 * c.key_size + c.value_size)  # q, k, v
                 total += c.heads * K * K * (c.key_size + c.value_size)  # scores, read
-                total += K * c.heads * c.value_size * H  # output projection
+                total += K * c.heads * c.value_size * H * (1 if cfg.comm_output == "residual" else 2)  # W^o (and W^g)
         return total
     if isinstance(module, nn.LSTM | nn.GRU):
         gates = 4 if isinstance(module, nn.LSTM) else 3

@@ -32,7 +32,7 @@ def _tanh(x: Tensor) -> Tensor:
     return torch.tanh(x) if x.device.type != "cpu" else 2 * torch.sigmoid(2 * x) - 1
 
 
-STEP_KEYS = ("h", "c", "sg", "x2", "ht", "qkv")  # per-step tensors kept for backward (unit-first)
+STEP_KEYS = ("h", "c", "sg", "x2", "ht", "qkv", "co")  # per-step tensors kept for backward (unit-first)
 
 
 def _chunk(T: int, K: int, B: int, width: int, itemsize: int, budget: int = 8 << 20) -> int:
@@ -50,22 +50,25 @@ def _u_chunk(z: Tensor, w_u: Tensor, t0: int, S: int) -> Tensor:
 
 
 class RIMScan(torch.autograd.Function):
-    """apply(cell, save, keys, z, w_u, h0, c0, w_hq, b_hq, b_ih, comm_qkv, comm_out, in_mask, comm_mask, valid).
+    """apply(cell, save, keys, z, w_u, h0, c0, w_hq, b_hq, b_ih, comm_qkv, comm_w, comm_b, in_mask, comm_mask, valid,
+    orders).
 
     keys (T, B, nh, dk), z (T, B, F) and w_u (K, F, nh*G) from RIMCell.input_maps; h0/c0 (K, B, H) (c0 an
     empty tensor for GRU cells); prepared weights as in RIMCell.prepare; dropout masks in_mask (T, K, B, nh)
-    and comm_mask (T, B, ch, K, K) already scaled by 1/(1-p), or None; valid (T, B) bool or None; save: keep
-    what backward needs (grad enabled and some input requires it).
+    and comm_mask (T, B, ch, K, K) already scaled by 1/(1-p), or None; valid (T, B) bool or None; orders
+    (T, K, B) tie-breaking unit orders (RIMCell.tie_orders) or None; save: keep what backward needs (grad
+    enabled and some input requires it).
     Returns out (T, K, B, H), h_T, c_T (K, B, H), active (T, K, B), att (T, K, B, nh), comm_att (T, B, ch, K, K).
     """
 
     @staticmethod
-    def forward(ctx: Any, cell, save, keys, z, w_u, h, c, w_hq, b_hq, b_ih, comm_qkv, comm_out, in_mask,
-                comm_mask, valid):
+    def forward(ctx: Any, cell, save, keys, z, w_u, h, c, w_hq, b_hq, b_ih, comm_qkv, comm_w, comm_b, in_mask,
+                comm_mask, valid, orders):
         cfg = cell.config
         lstm, comm = cfg.cell == "lstm", comm_qkv is not None
+        form = cfg.comm_output
         T, B, _ = z.shape
-        K = h.shape[0]
+        K, H = h.shape[0], h.shape[2]
         nh, dk = keys.shape[-2], keys.shape[-1]
         G = w_hq.shape[-1] - nh * dk
         if comm:
@@ -83,7 +86,7 @@ class RIMScan(torch.autograd.Function):
             hq = torch.bmm(h, w_hq) if b_hq is None else torch.baddbmm(b_hq, h, w_hq)  # (K, B, G + nh*dk)
             gh, q = hq[..., :G], hq[..., G:]
             att = torch.sigmoid((q.view(K, B, nh, dk) * keys[t]).sum(-1))  # (K, B, nh)
-            active = cell.select(att.squeeze(-1) if nh == 1 else att.mean(-1))
+            active = cell.select(att.squeeze(-1) if nh == 1 else att.mean(-1), None if orders is None else orders[t])
             if valid is not None:
                 active &= valid[t]
             acts.append(active)
@@ -127,7 +130,16 @@ class RIMScan(torch.autograd.Function):
                 Ps.append(P)
                 Pd = P if comm_mask is None else P * comm_mask[t]
                 read = (Pd @ vc).permute(2, 0, 1, 3).reshape(K, B, ch * cv)
-                h = torch.where(m, torch.baddbmm(h, read, comm_out), h)
+                if form == "residual":  # h = h~ + r W^o
+                    h = torch.where(m, torch.baddbmm(h, read, comm_w), h)
+                else:  # s = sigmoid(r [2 W^o | W^g] + b) = [(t + 1) / 2 | g], t = tanh(r W^o + b^o)
+                    pre = torch.bmm(read, comm_w) if comm_b is None else torch.baddbmm(comm_b, read, comm_w)
+                    sc = torch.sigmoid(pre)  # (K, B, 2H)
+                    t_o, g = 2 * sc[..., :H] - 1, sc[..., H:]
+                    new = torch.addcmul(h, g, t_o) if form == "gated_residual" else torch.addcmul(h, g, t_o - h)
+                    h = torch.where(m, new, h)
+                    if save:
+                        st["co"].append(sc)
             outs.append(h if valid is None else h * valid[t].unsqueeze(-1))
         act_all, att_all = torch.stack(acts), torch.stack(atts)
         P_all = torch.stack(Ps) if comm else h.new_empty(0)
@@ -136,15 +148,15 @@ class RIMScan(torch.autograd.Function):
             ctx.counts = [len(st[k]) for k in STEP_KEYS]
             # everything goes through save_for_backward, so saved-tensor hooks (offloading, memory accounting)
             # see all of it
-            ctx.save_for_backward(keys, z, w_u, w_hq, b_hq, b_ih, comm_qkv, comm_out, in_mask, comm_mask, valid,
-                                  act_all, att_all, P_all, *(x for k in STEP_KEYS for x in st[k]))
+            ctx.save_for_backward(keys, z, w_u, w_hq, b_hq, b_ih, comm_qkv, comm_w, comm_b, in_mask, comm_mask,
+                                  valid, act_all, att_all, P_all, *(x for k in STEP_KEYS for x in st[k]))
         ctx.mark_non_differentiable(act_all, att_all, P_all)
         return torch.stack(outs), h, (c if lstm else h.new_empty(0)), act_all, att_all, P_all
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, d_out, d_hT, d_cT, _d_act, _d_att, _d_P):
-        (keys, z, w_u, w_hq, b_hq, b_ih, comm_qkv, comm_out, in_mask, comm_mask, valid,
+        (keys, z, w_u, w_hq, b_hq, b_ih, comm_qkv, comm_w, comm_b, in_mask, comm_mask, valid,
          ACT, ATT, P_all, *flat) = ctx.saved_tensors
         st, i0 = {}, 0
         for k, n in zip(STEP_KEYS, ctx.counts, strict=True):
@@ -152,6 +164,7 @@ class RIMScan(torch.autograd.Function):
         S = ctx.chunk
         cfg = ctx.cell.config
         lstm, comm = cfg.cell == "lstm", comm_qkv is not None
+        form = cfg.comm_output
         T, B, _ = z.shape
         K, H = w_hq.shape[0], w_hq.shape[1]
         nh, dk = keys.shape[-2], keys.shape[-1]
@@ -170,8 +183,9 @@ class RIMScan(torch.autograd.Function):
         if comm:
             ch, ck, cv = cfg.comm.heads, cfg.comm.key_size, cfg.comm.value_size
             d_comm_qkv = torch.zeros_like(comm_qkv)
-            d_comm_out = torch.zeros_like(comm_out)
-            comm_out_t = comm_out.transpose(1, 2).contiguous()
+            d_comm_w = torch.zeros_like(comm_w)
+            d_comm_b = torch.zeros_like(comm_b) if comm_b is not None else None
+            comm_w_t = comm_w.transpose(1, 2).contiguous()
             comm_qkv_t = comm_qkv.transpose(1, 2).contiguous()
         for t in range(T - 1, -1, -1):
             if t == T - 1 or t % S == S - 1:
@@ -180,15 +194,27 @@ class RIMScan(torch.autograd.Function):
                 d_u_chunk = torch.empty_like(u_chunk)
             m = ACT[t].unsqueeze(-1)
             dh = dh + (d_out[t] if valid is None else d_out[t] * valid[t].unsqueeze(-1))
-            if comm:  # h_t = h~ + m * (read @ W_o), read = dropout(softmax(q k^T)) v
+            if comm:  # h_t = h~ + m * upd(read, h~), read = dropout(softmax(q k^T)) v
                 ht = st["ht"][t]
                 qc, kc, vc = st["qkv"][t].view(K, B, ch, 2 * ck + cv).permute(1, 2, 0, 3).split([ck, ck, cv], -1)
                 P = P_all[t]
                 Pd = P if comm_mask is None else P * comm_mask[t]
                 read = (Pd @ vc).permute(2, 0, 1, 3).reshape(K, B, ch * cv)
                 d_upd = dh * m
-                d_comm_out.baddbmm_(read.transpose(1, 2), d_upd)
-                d_read = torch.bmm(d_upd, comm_out_t).view(K, B, ch, cv).permute(1, 2, 0, 3)  # (B, ch, K, cv)
+                if form == "residual":  # upd = read W^o
+                    d_pre = d_upd
+                else:  # upd = g t (gated_residual) or g (t - h~) (convex); [so | g] = sigmoid(pre)
+                    sc = st["co"][t]
+                    so, g = sc[..., :H], sc[..., H:]
+                    t_o = 2 * so - 1
+                    d_pre = torch.cat([2 * d_upd * g * so * (1 - so),
+                                       d_upd * (t_o if form == "gated_residual" else t_o - ht) * g * (1 - g)], dim=-1)
+                    if form == "convex":
+                        dh = dh - d_upd * g  # h~ enters with weight 1 - g
+                    if d_comm_b is not None:
+                        d_comm_b += d_pre.sum(1, keepdim=True)
+                d_comm_w.baddbmm_(read.transpose(1, 2), d_pre)
+                d_read = torch.bmm(d_pre, comm_w_t).view(K, B, ch, cv).permute(1, 2, 0, 3)  # (B, ch, K, cv)
                 d_v = Pd.transpose(-1, -2) @ d_read
                 d_P = d_read @ vc.transpose(-1, -2)
                 if comm_mask is not None:
@@ -252,4 +278,5 @@ class RIMScan(torch.autograd.Function):
         d_keys.reverse()
         d_z.reverse()
         return (None, None, torch.stack(d_keys), torch.cat(d_z), d_w_u, dh, dc if lstm else None, d_w_hq, d_b_hq,
-                d_b_ih, d_comm_qkv if comm else None, d_comm_out if comm else None, None, None, None)
+                d_b_ih, d_comm_qkv if comm else None, d_comm_w if comm else None, d_comm_b if comm else None,
+                None, None, None, None)

@@ -48,9 +48,12 @@ class RIM(nn.Module):
     .. math::
         \tilde h_{t,k} = \mathrm{cell}_k(a_{t,k}\, x_t W^v, h_{t-1,k}) \text{ for } k \in S_t,
         \quad \tilde h_{t,k} = h_{t-1,k} \text{ otherwise};\quad
-        h_{t,k} = \tilde h_{t,k} + \mathrm{MHA}_k(\tilde h) \text{ for } k \in S_t
+        h_{t,k} = \mathrm{out}(\tilde h_{t,k}, \mathrm{MHA}_k(\tilde h)) \text{ for } k \in S_t
 
-    where :math:`S_t` holds the ``top_k`` units that attend least to the null input.
+    where :math:`S_t` holds the ``top_k`` units that attend least to the null input, and out is
+    ``comm.output``: by default bounded (LSTM units: :math:`\tilde h + g \tanh(W^o r + b^o)`, the official
+    code's, |h| < 2; GRU units: :math:`(1 - g) \tilde h + g \tanh(W^o r + b^o)`, |h| <= 1), or the paper's
+    plain residual :math:`\tilde h + W^o r` (unbounded). See docs/model.md.
 
     Args:
         input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, device, dtype:

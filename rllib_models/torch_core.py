@@ -63,6 +63,10 @@ class RIMPolicyCore(nn.Module):
         self.cfg, self.obs_shape = cfg, tuple(obs_shape)
         self.encoder, enc_size = build_encoder(self.obs_shape, cfg)
         self.rim = RIM(enc_size, batch_first=True, **cfg.rim_kwargs())
+        # RLlib acts in eval mode and learns in training mode: ties at a zero state must pick the same units
+        # in both, or the learner replays an episode from other units than the actor used
+        for cell in self.rim.cells:
+            cell.random_ties = False
         self.pi = nn.Linear(cfg.hidden_size, num_outputs)
         self.vf = nn.Linear(cfg.hidden_size, 1)
         for head, gain in ((self.pi, 0.01), (self.vf, 1.0)):

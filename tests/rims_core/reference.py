@@ -1,7 +1,9 @@
 """A plain per-unit RIM step written from the paper's equations, for equivalence tests only.
 
 Deliberately slow and literal: an explicit null row, softmax over [null, x], Python loops over units
-and heads, the standard LSTM/GRU equations with torch.tanh, and no algebraic shortcuts. It reads the
+and heads, the standard LSTM/GRU equations with torch.tanh, every communication output form
+(comm.output) as its equation reads, and no algebraic shortcuts. Ties in the selection go to the lower
+unit index (the eval-mode rule). It reads the
 weights of a rims_core.RIMCell (same layout) so both can be compared on the same parameters.
 """
 
@@ -80,8 +82,19 @@ def reference_step(cell, x: Tensor, h: Tensor, c: Tensor | None, active: Tensor 
                 vs = torch.stack([proj[j][:, base + 2 * cm.key_size:base + w] for j in range(K)], 1)
                 p = torch.softmax((ks @ q.unsqueeze(-1)).squeeze(-1) / math.sqrt(cm.key_size), dim=-1)
                 reads.append((p.unsqueeze(-1) * vs).sum(1))
-            upd = torch.cat(reads, -1) @ cell.comm_out[k]
-            out.append(torch.where(active[:, k].unsqueeze(-1), new_h[k] + upd, new_h[k]))
+            r = torch.cat(reads, -1)  # the unit's read, (B, heads*dv)
+            if cfg.comm_output == "residual":  # the paper's text: h = h~ + W^o r
+                h2 = new_h[k] + r @ cell.comm_out[k]
+            else:
+                a_o, a_g = r @ cell.comm_out[k], r @ cell.comm_gate[k]
+                if cell.comm_out_bias is not None:
+                    a_o, a_g = a_o + cell.comm_out_bias[k], a_g + cell.comm_gate_bias[k]
+                gate, cand = torch.sigmoid(a_g), torch.tanh(a_o)
+                if cfg.comm_output == "gated_residual":  # the official code: h = h~ + g * tanh(W^o r + b^o)
+                    h2 = new_h[k] + gate * cand
+                else:  # convex: h = (1 - g) h~ + g tanh(W^o r + b^o)
+                    h2 = (1 - gate) * new_h[k] + gate * cand
+            out.append(torch.where(active[:, k].unsqueeze(-1), h2, new_h[k]))
         new_h = out
     h2 = torch.stack(new_h, 1).reshape(B, K * H)
     c2 = torch.stack(new_c, 1).reshape(B, K * H) if c is not None else None

@@ -29,6 +29,8 @@ from rims_core import CommConfig, InputAttentionConfig, RIMConfig, RIMConfigErro
         ({"hidden_size": 600, "comm": {"key_size": 0}}, "CommConfig: Expected key_size to be a positive int, got 0"),
         ({"hidden_size": 600, "comm": {"dropout": -0.1}}, "CommConfig: Expected dropout"),
         ({"hidden_size": 600, "comm": 3}, "Expected comm to be a CommConfig or a dict, got 3"),
+        ({"hidden_size": 600, "comm": {"output": "tanh"}},
+         "CommConfig: Expected output to be one of \\('residual', 'gated_residual', 'convex'\\) or None .*got 'tanh'"),
     ],
 )
 def test_config_errors_name_field_value_and_fix(kwargs, match):
@@ -41,7 +43,12 @@ def test_defaults_follow_the_paper():
     assert (cfg.num_units, cfg.top_k, cfg.unit_size) == (6, 4, 100)
     assert cfg.input_attention == InputAttentionConfig(heads=1, key_size=64, value_size=None, dropout=0.1)
     assert cfg.input_value_size == 400  # 4 x unit size, Table 3
-    assert cfg.comm == CommConfig(enabled=True, heads=4, key_size=32, value_size=32, dropout=0.1)
+    # one default departs from the paper's text: the communication output is bounded (docs/model.md), resolved
+    # by cell: the official code's gated residual for LSTM units, the convex (highway) update for GRU units
+    assert cfg.comm == CommConfig(enabled=True, heads=4, key_size=32, value_size=32, dropout=0.1, output=None)
+    assert cfg.comm_output == "gated_residual"
+    assert cfg.replace(cell="gru").comm_output == "convex"  # resolved on use, so changing the cell follows
+    assert cfg.replace(comm={"output": "residual"}).comm_output == "residual"
 
 
 def test_dicts_and_round_trip():

@@ -33,8 +33,10 @@ def test_macs_per_step_counts_what_is_computed():
     rim = RIM(10, 600)
     K, H, G = 6, 100, 400
     expected = (10 * 64 + 10 * K * G + K * 64 + K * G + K * H * (G + 64)
-                + K * H * 4 * 96 + 4 * K * K * 64 + K * 128 * H)
+                + K * H * 4 * 96 + 4 * K * K * 64 + 2 * K * 128 * H)  # default comm output: W^o and the gate W^g
     assert macs_per_step(rim) == expected
+    residual = RIM(10, 600, comm={"output": "residual"})  # the paper's residual: W^o only
+    assert macs_per_step(residual) == expected - K * 128 * H
     assert macs_per_step(rim) < macs_per_step(lstm)  # the paper's RIM is cheaper per step than LSTM-600
     assert count_parameters(rim) == sum(p.numel() for p in rim.parameters())
     with pytest.raises(TypeError, match=r"Expected a RIM, nn\.LSTM or nn\.GRU, got Linear"):

@@ -24,17 +24,23 @@ def run(rim, x, fused, seed=0):
     return data, states, tr, {n: p.grad.clone() for n, p in rim.named_parameters()}
 
 
+OUTPUTS = ["residual", "gated_residual", "convex"]
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("heads", [1, 3])
-@pytest.mark.parametrize("comm", [True, False])
+@pytest.mark.parametrize("comm", ["off", *OUTPUTS])
 @pytest.mark.parametrize("bias", [True, False])
 def test_fused_equals_plain_with_dropout_layers_and_directions(cell, heads, comm, bias):
     torch.manual_seed(0)
     rim = RIM(5, 12, 2, bias, dropout=0.2, bidirectional=True, dtype=torch.float64, num_units=4, top_k=2,
               cell=cell, input_attention={"heads": heads, "key_size": 4, "dropout": 0.3},
-              comm={"enabled": comm, "heads": 2, "key_size": 3, "value_size": 5, "dropout": 0.3})
+              comm={"enabled": comm != "off", "heads": 2, "key_size": 3, "value_size": 5, "dropout": 0.3,
+                    "output": "convex" if comm == "off" else comm})
     rim.train()
     x = torch.randn(7, 3, 5, dtype=torch.float64)
+    x[:, 0] = 0  # a zero input from a zero state: every unit ties at every step, so the random tie-break is
+    # exercised (both paths must draw the same unit orders)
     a, b = run(rim, x, True), run(rim, x, False)
     torch.testing.assert_close(a[0], b[0])
     for s1, s2 in zip(a[1], b[1], strict=True):
@@ -43,6 +49,29 @@ def test_fused_equals_plain_with_dropout_layers_and_directions(cell, heads, comm
     torch.testing.assert_close(a[2].input_attention, b[2].input_attention)
     for n in a[3]:
         torch.testing.assert_close(a[3][n], b[3][n], msg=n)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("output", OUTPUTS)
+def test_fused_scan_gradcheck_over_several_steps(cell, output):
+    """The hand-written backward of every communication output form, over a sequence (the cell's gradcheck
+    covers one step): finite differences of the fused forward against its backward."""
+    torch.manual_seed(0)
+    rim = RIM(2, 6, dtype=torch.float64, num_units=3, top_k=2, cell=cell,
+              input_attention={"heads": 2, "key_size": 3, "dropout": 0.0},
+              comm={"heads": 2, "key_size": 2, "value_size": 3, "dropout": 0.0, "output": output})
+    x = torch.randn(4, 2, 2, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(1, 2, 6, dtype=torch.float64, requires_grad=True)
+    hx = (h0, torch.randn(1, 2, 6, dtype=torch.float64)) if cell == "lstm" else h0
+    names = [n for n, _ in rim.named_parameters()]
+
+    def f(x, h0, *ps):
+        with torch.nn.utils.stateless._reparametrize_module(rim, dict(zip(names, ps, strict=True))):
+            out, _ = rim(x, (h0, hx[1]) if cell == "lstm" else h0)
+        return out
+
+    assert rim.cells[0].use_fused
+    assert torch.autograd.gradcheck(f, (x, h0, *rim.parameters()), eps=1e-6, atol=1e-5)
 
 
 def test_fused_equals_plain_on_packed_variable_lengths():

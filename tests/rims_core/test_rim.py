@@ -58,8 +58,10 @@ def test_shapes_match_nn_lstm_in_every_layout():
 def test_batch_first_is_a_transpose():
     rim = tiny()
     x = torch.randn(6, 3, 4, dtype=torch.float64)
+    torch.manual_seed(1)  # training mode: ties at the zero state are broken at random, the same draws twice
     out, (h, _c) = rim(x)
     rim.batch_first = True
+    torch.manual_seed(1)
     out_bf, (h_bf, _c_bf) = rim(x.transpose(0, 1))
     torch.testing.assert_close(out_bf, out.transpose(0, 1))
     torch.testing.assert_close(h_bf, h)  # states stay (S, N, H) whatever batch_first says, as nn.LSTM
@@ -153,6 +155,7 @@ def test_trace_returned_and_hooked():
     x = torch.randn(6, 5, 4, dtype=torch.float64)
     seen: list[RIMTrace] = []
     handle = rim.register_trace_hook(lambda mod, tr: seen.append(tr))
+    torch.manual_seed(1)  # the same random tie-breaks in both forwards compared below
     out, _ = rim(x)  # signature unchanged while hooked
     assert len(seen) == 1 and seen[0].active.shape == (1, 6, 5, 3)
     assert (seen[0].active.sum(-1) == 2).all()
@@ -162,6 +165,7 @@ def test_trace_returned_and_hooked():
     handle.remove()
     rim(x)
     assert len(seen) == 1
+    torch.manual_seed(1)
     out2, _, tr = rim(x, return_trace=True)
     torch.testing.assert_close(out2, out)
     assert torch.equal(tr.active, seen[0].active)
@@ -231,23 +235,30 @@ def test_dtype_and_device_arguments():
     assert out.dtype == h.dtype == torch.float64
 
 
-def test_bf16_autocast_on_cpu_runs_forward_and_backward_close_to_fp32():
+@pytest.mark.parametrize("output", ["residual", "gated_residual", "convex"])
+def test_bf16_autocast_on_cpu_runs_forward_and_backward_close_to_fp32(output):
+    """Close to fp32 for as long as both precisions select the same units: selection is a discontinuous
+    ranking, so a near-tie that bf16 rounds the other way (or into a tie) legitimately changes the trajectory."""
     torch.manual_seed(0)
-    rim = RIM(8, 24, num_units=3, top_k=2, input_attention={"dropout": 0.0}, comm={"dropout": 0.0})
+    rim = RIM(8, 24, num_units=3, top_k=2, input_attention={"dropout": 0.0},
+              comm={"dropout": 0.0, "output": output}).eval()  # eval: ties by unit index, no random draw
     x = torch.randn(10, 4, 8)
-    ref, _ = rim(x)
+    ref, _, tr = rim(x, return_trace=True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out, (h, _c) = rim(x)
+        out, (h, _c), tr16 = rim(x, return_trace=True)
     assert h.dtype == torch.float32  # states keep their dtype under autocast
     out.float().sum().backward()
     assert all(torch.isfinite(p.grad).all() for p in rim.parameters())
-    assert (out.float() - ref).abs().max() < 0.1
+    same = ((tr.active != tr16.active).any(-1)[0].cumsum(0) == 0)  # (L, N): no selection differed so far
+    assert same.float().mean() > 0.5, "most steps select the same units"
+    assert (out.float() - ref)[same].abs().max() < 0.02
 
 
 @pytest.mark.slow
 def test_torch_compile_matches_eager():
     torch.manual_seed(0)
-    rim = RIM(4, 12, num_units=3, top_k=2, input_attention={"dropout": 0.0}, comm={"dropout": 0.0})
+    # eval: training-mode tie-breaks draw from torch.rand, which compiled code takes from inductor's own RNG
+    rim = RIM(4, 12, num_units=3, top_k=2, input_attention={"dropout": 0.0}, comm={"dropout": 0.0}).eval()
     x = torch.randn(4, 3, 4)
     eager, _ = rim(x)
     compiled = torch.compile(rim)
@@ -261,7 +272,8 @@ def test_torch_compile_matches_eager():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA; run on a GPU machine: pytest -m gpu")
 def test_cuda_bf16_matches_cpu():
     torch.manual_seed(0)
-    rim = RIM(8, 24, num_units=3, top_k=2, input_attention={"dropout": 0.0}, comm={"dropout": 0.0})
+    # eval: training-mode tie-breaks would come from the CPU and the CUDA generators, which differ
+    rim = RIM(8, 24, num_units=3, top_k=2, input_attention={"dropout": 0.0}, comm={"dropout": 0.0}).eval()
     x = torch.randn(10, 4, 8)
     ref, _ = rim(x)
     gpu = rim.cuda()
@@ -277,7 +289,7 @@ def test_cuda_bf16_matches_cpu():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA; run on a GPU machine: pytest -m gpu")
 def test_cuda_compiled_step_matches_eager():
     torch.manual_seed(0)
-    rim = RIM(8, 24, num_units=3, top_k=2, input_attention={"dropout": 0.0}, comm={"dropout": 0.0}).cuda()
+    rim = RIM(8, 24, num_units=3, top_k=2, input_attention={"dropout": 0.0}, comm={"dropout": 0.0}).cuda().eval()
     x = torch.randn(6, 4, 8, device="cuda")
     eager, _ = rim(x)
     rim.compile_step()
