@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from rims_core.rim import RIM
 
 from .schema import BASE_COLUMNS
+from .stats import MIN_N
 
 __all__ = [
     "MAX_POINTS",
@@ -122,7 +123,8 @@ def _run_groups(runs: pa.Table, group_by: Sequence[str]) -> dict[str, tuple]:
 
 
 def _mean_ci(x: np.ndarray, level: float = CI_LEVEL) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Column-wise over the rows of x (NaN = missing): mean, half-width of the t-interval (NaN where n < 2), n."""
+    """Column-wise over the rows of x (NaN = missing): mean, half-width of the t-interval (NaN where n < MIN_N = 3:
+    an interval from 2 seeds is 12.7 standard deviations wide and says nothing), n."""
     ok = np.isfinite(x)
     n = ok.sum(axis=0)
     filled = np.where(ok, x, 0.0)
@@ -131,7 +133,7 @@ def _mean_ci(x: np.ndarray, level: float = CI_LEVEL) -> tuple[np.ndarray, np.nda
         dev = np.where(ok, x - mean, 0.0)
         var = (dev**2).sum(axis=0) / (n - 1)
         half = stats.t.ppf(0.5 + level / 2, np.maximum(n - 1, 1)) * np.sqrt(var / n)
-    half = np.where(n >= 2, half, np.nan)
+    half = np.where(n >= MIN_N, half, np.nan)
     return mean, half, n
 
 
@@ -203,7 +205,7 @@ def learning_curves(metrics: pa.Table, runs: pa.Table, key: str, group_by: list[
                     *, name: str | None = None, max_points: int = MAX_POINTS) -> PlotFiles:
     """The history of metric ``key`` (e.g. "val/ce"), one line per group of runs equal on ``group_by``
     (differing in seed): the mean over the group's runs at each step, with a 95% t-interval band over them
-    (none for a group of one run). Each run's history is cut to at most max_points by
+    (none for a group of fewer than 3 runs). Each run's history is cut to at most max_points by
     :func:`downsample_minmax`; the group is drawn at the union of the steps its runs keep.
 
     Writes ``<out_dir>/<name>.png/.svg``, name default ``learning_curves_<key>``. ``data["groups"]``: label ->
@@ -232,12 +234,12 @@ def learning_curves(metrics: pa.Table, runs: pa.Table, key: str, group_by: list[
         mean, half, n = _mean_ci(mat)
         label = _group_label(group_by, g)
         (line,) = ax.plot(kept, mean, label=f"{label} (n={len(rids)})", linewidth=1.2)
-        if len(rids) > 1:
+        if len(rids) >= MIN_N:
             ax.fill_between(kept, mean - half, mean + half, color=line.get_color(), alpha=0.25, linewidth=0)
         data["groups"][label] = {"steps": kept, "mean": mean, "half_width": half, "n": n, "run_ids": rids}
     ax.set_xlabel("step")
     ax.set_ylabel(key)
-    ax.set_title(f"{key}: mean over seeds, {CI_LEVEL:.0%} CI")
+    ax.set_title(f"{key}: mean over seeds, {CI_LEVEL:.0%} CI band where n >= {MIN_N}")
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: labels are long
     ax.grid(alpha=0.3)
     return _save(fig, out_dir, name or f"learning_curves_{_slug(key)}", data)
@@ -282,7 +284,7 @@ def ood_curves(runs: pa.Table, metric: str, group_by: list[str], out_dir: str | 
                name: str | None = None, condition: str | None = None) -> PlotFiles:
     """``eval/<metric>_<condition>`` against the number that ends the condition (blank200 -> 200), one line
     per group of runs equal on ``group_by``: the mean over the group's runs with 95% t-interval error bars
-    (none where one run has the value). ``condition`` keeps one condition prefix (e.g. "balls", leaving out
+    (none where fewer than 3 runs have the value). ``condition`` keeps one condition prefix (e.g. "balls", leaving out
     curtain3); otherwise every prefix is drawn, as its own line per group when there are several.
 
     Writes ``<out_dir>/<name>.png/.svg``, name default ``ood_<metric>``. ``data["lines"]``: label ->
@@ -320,7 +322,7 @@ def ood_curves(runs: pa.Table, metric: str, group_by: list[str], out_dir: str | 
                 continue
             label = _group_label(group_by, g) + (f" ({prefix})" if len(prefixes) > 1 else "")
             (line,) = ax.plot(x[has], mean[has], marker="o", label=label)
-            err = has & (n > 1)
+            err = has & (n >= MIN_N)
             if err.any():
                 ax.errorbar(x[err], mean[err], yerr=half[err], fmt="none", ecolor=line.get_color(), capsize=3)
             xs_all.update(x[has].tolist())
@@ -329,7 +331,7 @@ def ood_curves(runs: pa.Table, metric: str, group_by: list[str], out_dir: str | 
     ax.set_xticks(sorted(xs_all))
     ax.set_xlabel(" / ".join(prefixes) or "condition")
     ax.set_ylabel(f"eval/{metric}")
-    ax.set_title(f"eval/{metric} by condition: mean over seeds, {CI_LEVEL:.0%} CI")
+    ax.set_title(f"eval/{metric} by condition: mean over seeds, {CI_LEVEL:.0%} CI where n >= {MIN_N}")
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: labels are long
     ax.grid(alpha=0.3)
     return _save(fig, out_dir, name or f"ood_{_slug(metric)}", data)

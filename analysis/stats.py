@@ -17,9 +17,11 @@ from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from scipy import stats as sps
 
 __all__ = [
+    "MIN_N",
     "MainEffect",
     "PermutationResult",
     "cohens_dz",
@@ -30,6 +32,7 @@ __all__ = [
     "mean_ci",
     "paired_permutation_test",
     "permutation_test",
+    "pooled_sd",
     "too_few",
 ]
 
@@ -48,15 +51,22 @@ def _check_level(level: float) -> None:
         raise ValueError(f"level: expected a confidence level in (0, 1), got {level}")
 
 
+MIN_N = 3  # fewer values than this: no interval, no test, no effect size is shown (see too_few)
+
+
 def too_few(n: int) -> str | None:
-    """A warning when n seeds are too few for an interval to mean anything (n < 3); None otherwise."""
-    if n >= 3:
+    """Why n values (seeds) are too few for an interval, a test or an effect size (n < MIN_N); None otherwise.
+
+    With 2 seeds a t-interval is ±12.7 standard deviations wide and a percentile bootstrap can only resample the
+    two values (its interval is far too narrow); a paired sign-flip test cannot go below p = 0.5, and an effect
+    size divides by a standard deviation with one degree of freedom."""
+    if n >= MIN_N:
         return None
     if n <= 0:
         return f"n={n}: no runs, no estimate"
     if n == 1:
-        return "n=1: a single seed gives no CI at all"
-    return f"n={n}: a CI from {n} seeds is too wide to say anything"
+        return "n=1: a single seed: no interval, test or effect size"
+    return f"n={n}: too few seeds for an interval, a test or an effect size (needs n >= {MIN_N})"
 
 
 def mean_ci(x: Any, level: float = 0.95, method: Literal["t", "bootstrap"] = "t", n_boot: int = 10_000,
@@ -282,3 +292,19 @@ def main_effects(table: pa.Table, factors: Sequence[str], metric: str) -> list[M
             m = float(means[at].mean())
             out.append(MainEffect(f, level, m, m - grand, int(at.sum()), int(counts[at].sum())))
     return out
+
+
+def pooled_sd(table: pa.Table, factors: Sequence[str], metric: str) -> tuple[float, int]:
+    """(s, df): the pooled standard deviation of ``metric`` within cells (combinations of ``factors``: runs that
+    differ only in seed), s² = Σ (n_c - 1) s_c² / Σ (n_c - 1), and its degrees of freedom Σ (n_c - 1). The seed
+    noise against which main effects are to be read; (nan, 0) when no cell has two values."""
+    t = table.select([*factors, metric]).filter(table[metric].is_valid())
+    if t.num_rows == 0:
+        return math.nan, 0
+    g = t.group_by(list(factors), use_threads=False).aggregate([(metric, "variance", pc.VarianceOptions(ddof=1)),
+                                                               (metric, "count")])
+    var = np.asarray(g[f"{metric}_variance"].to_numpy(zero_copy_only=False), dtype=np.float64)
+    count = np.asarray(g[f"{metric}_count"].to_numpy(zero_copy_only=False), dtype=np.float64)
+    ok = (count >= 2) & np.isfinite(var)
+    df = int((count[ok] - 1).sum())
+    return (math.sqrt(float(((count[ok] - 1) * var[ok]).sum()) / df), df) if df else (math.nan, 0)

@@ -1,10 +1,16 @@
 """Ablation tables from the exported runs table (runs.parquet; layout in schema.py): mean and CI over seeds.
 
 - :func:`ablation_table`: one row per configuration (runs that differ only in ``seed``), one column per metric,
-  ``mean ± CI half-width`` with n, best per column marked; Markdown, LaTeX (booktabs) and CSV.
+  ``mean ± CI half-width`` with n, a last row with each column's chance level where the task defines one
+  (analysis.metrics); Markdown, LaTeX (booktabs) and CSV.
 - :func:`paper_table`: the RIMs paper's Table 1 layout (model, k_T, k_A, h, train CE, test CE) from a copying sweep.
 - :func:`paired_comparisons`: every configuration against a baseline: difference of means, permutation p
   (paired by seed where the two share seeds), effect size.
+
+What the n supports (stats.MIN_N = 3): a cell with fewer values gives its mean and n, no interval; a column marks
+a best group only where every group has >= 3 values and the best group's interval is clear of every other's and
+of chance (:func:`best_supported`); a comparison prints p only where p < 0.05 is attainable and an effect size
+only with >= 3 values a side.
 
 Only child runs (``parent_run_id`` not null: trials, not sweep parents) whose status is FINISHED count; the others
 are excluded and counted in a note. Runs stopped early by a scheduler are FINISHED and included by default (their
@@ -25,8 +31,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from .metrics import chance_level
 from .schema import BASE_COLUMNS, STAT_SUFFIXES
-from .stats import mean_ci, paired_permutation_test, permutation_test, too_few
+from .stats import MIN_N, mean_ci, paired_permutation_test, permutation_test, too_few
 
 __all__ = [
     "OBJECTIVES",
@@ -35,6 +42,7 @@ __all__ = [
     "Comparison",
     "ComparisonTable",
     "ablation_table",
+    "best_supported",
     "metric_direction",
     "paired_comparisons",
     "paper_table",
@@ -231,9 +239,10 @@ class AblationTable:
     in seed), one Cell per group and metric.
 
     keys[i] holds group i's values of ``rows``; n[i] its runs and seeds[i] their seeds; cells[metric][i] the
-    statistic read from column columns[metric]; best[metric] the indices of the groups with the best mean
-    (lowest for minimised metrics, highest for maximised, none when the direction is unknown); notes and warnings
-    are the header's lines. Labels only change how things are shown.
+    statistic read from column columns[metric] (low and high are nan where the cell has fewer than MIN_N = 3
+    values: no interval is given then); best[metric] the index of the group marked best, only where that is
+    supported (see :func:`best_supported`), else empty; chance[metric] the metric's chance level where known
+    (analysis.metrics); notes and warnings are the header's lines. Labels only change how things are shown.
     """
 
     rows: list[str]
@@ -254,14 +263,21 @@ class AblationTable:
     metric_labels: dict[str, str] = field(default_factory=dict)
     value_labels: dict[str, dict[Any, str]] = field(default_factory=dict)
     missing: str = "-"  # shown for a null row value (e.g. k_A of an LSTM) and an empty cell
+    chance: dict[str, float | None] = field(default_factory=dict)
 
     def header(self) -> str:
         """The line that says what the numbers are."""
         pct = f"{self.level * 100:g}%"
         how = f"{pct} t-interval" if self.ci == "t" else f"{pct} percentile-bootstrap interval"
-        best = "; bold: best mean per column (lowest for ce/bce/loss, highest for acc)" if any(
+        any_ci = self._any_ci()
+        any_small = any(0 < c.n < MIN_N for cs in self.cells.values() for c in cs)
+        what = (f"mean ± {how} half-width over seeds" + (f" ('no CI' where a cell has fewer than {MIN_N} values)"
+                                                          if any_small else "")
+                if any_ci else f"mean over seeds (no intervals: no cell has {MIN_N} or more values)")
+        best = (f"; bold: the best mean of a column, only where every group has >= {MIN_N} values and the best "
+                f"group's {pct} interval lies clear of every other group's and of chance") if any(
             self.best.values()) else ""
-        return (f"mean ± {how} half-width over seeds; {_STAT_TEXT[self.stat]}; {sum(self.n)} finished child runs in "
+        return (f"{what}; {_STAT_TEXT[self.stat]}; {sum(self.n)} finished child runs in "
                 f"{len(self.keys)} group{'s' * (len(self.keys) != 1)}{best}")
 
     def lines(self) -> list[str]:
@@ -282,8 +298,15 @@ class AblationTable:
         if c.n == 0:
             return self.missing
         d = _decimals(c) if decimals is None else decimals
+        if c.n < MIN_N:  # an interval from fewer seeds says nothing: the mean and n only
+            if c.n == self.n[i] and not self._any_ci():
+                return f"{c.mean:.{d}f}"  # the header says that no cell has an interval
+            return f"{c.mean:.{d}f} (n={c.n}, no CI)"
         s = f"{c.mean:.{d}f}" if not math.isfinite(c.half_width) else f"{c.mean:.{d}f} ± {c.half_width:.{d}f}"
         return s if c.n == self.n[i] else f"{s} (n={c.n})"
+
+    def _any_ci(self) -> bool:
+        return any(c.n >= MIN_N for cs in self.cells.values() for c in cs)
 
     def _label(self, m: str) -> str:
         return self.metric_labels.get(m, m if self.stat == "final" else f"{m} ({self.stat})")
@@ -295,15 +318,20 @@ class AblationTable:
             body.append([self._value(r, v) for r, v in zip(self.rows, key, strict=True)] + [str(self.n[i])]
                         + [self._cell(i, m, decimals) for m in self.metrics])
             bold.append([False] * (len(self.rows) + 1) + [i in self.best[m] for m in self.metrics])
+        if any(self.chance.get(m) is not None for m in self.metrics):  # the level each column is read against
+            first = ["chance level"] + [""] * len(self.rows)
+            body.append(first + [self.missing if self.chance.get(m) is None else f"{self.chance[m]:.3f}"
+                                 for m in self.metrics])
+            bold.append([False] * len(first) + [False] * len(self.metrics))
         return head, body, bold
 
-    def to_markdown(self, decimals: int | None = None) -> str:
-        """The header line, notes and warnings as a list, then the table. decimals None: 3, or more where the
-        half-width needs them."""
+    def to_markdown(self, decimals: int | None = None, notes: bool = True) -> str:
+        """The header line, notes and warnings as a list (notes=False leaves them out: a report that gathers them
+        in one place), then the table. decimals None: 3, or more where the half-width needs them."""
         head, body, bold = self._grid(decimals)
         out = [self.header(), ""]
         extra = [f"- note: {s}" for s in self.notes] + [f"- warning: {s}" for s in self.warnings]
-        if extra:
+        if extra and notes:
             out += [*extra, ""]
         out.append("| " + " | ".join(head) + " |")
         out.append("|" + "|".join(["---"] * len(self.rows) + ["---:"] * (1 + len(self.metrics))) + "|")
@@ -345,6 +373,41 @@ class AblationTable:
         return buf.getvalue().to_pybytes().decode()
 
 
+def best_supported(cells: Sequence[Cell], direction: str | None, chance: float | None = None) -> tuple[int | None, str]:
+    """(index of the group to mark best, "") where marking one is supported, else (None, why not).
+
+    Supported means: the direction is known (min for ce/bce/loss, max for acc/return); there are at least two
+    groups and every one has >= MIN_N values (an interval exists for each); the best mean's interval lies clear
+    of every other group's interval (lower bound above their upper bounds, for a maximised metric); and, where
+    the metric has a chance level, clear of chance too (a model at chance is not "best" at anything).
+    """
+    if direction is None:
+        return None, "direction unknown"
+    if len(cells) < 2:
+        return None, "one group"
+    if any(c.n < MIN_N for c in cells):
+        return None, f"n < {MIN_N} in some group"
+    sign = 1.0 if direction == "min" else -1.0  # compare as minimised
+    order = sorted(range(len(cells)), key=lambda i: sign * cells[i].mean)
+    b = cells[order[0]]
+    worst_end = b.high if direction == "min" else b.low  # the best group's interval end towards the others
+    for i in order[1:]:
+        near = cells[i].low if direction == "min" else cells[i].high
+        if sign * worst_end >= sign * near:
+            return None, "intervals overlap"
+    if chance is not None and sign * worst_end >= sign * chance:
+        return None, "not clear of chance"
+    return order[0], ""
+
+
+def _chance(sel: pa.Table, metric: str) -> float | None:
+    """The metric's chance level for these runs: the same for all of them (computed from each run's task.name,
+    task.blank, task.num_symbols), else None."""
+    cols = [c for c in ("task.name", "task.blank", "task.num_symbols") if c in sel.column_names]
+    levels = {chance_level(r.get("task.name"), metric, r) for r in sel.select(cols).to_pylist()} if cols else {None}
+    return levels.pop() if len(levels) == 1 else None
+
+
 def _build(sel: pa.Table, rows: list[str], metrics: list[str], stat: Stat, ci: CI, level: float, notes: list[str],
            n_boot: int, seed: int) -> AblationTable:
     keys, members = _groups(sel, rows)
@@ -362,7 +425,9 @@ def _build(sel: pa.Table, rows: list[str], metrics: list[str], stat: Stat, ci: C
             notes.append(f"{_key_text(rows, key)}: several runs with seed {', '.join(map(str, dup))}")
     cells: dict[str, list[Cell]] = {}
     best: dict[str, list[int]] = {}
+    chance = {m: _chance(sel, m) for m in metrics}
     directions = {m: metric_direction(m) for m in metrics}
+    unmarked: dict[str, list[str]] = {}
     for m, col in columns.items():
         arr = sel[col]
         vals = np.asarray(pc.fill_null(arr.cast(pa.float64()), math.nan).to_numpy(zero_copy_only=False))
@@ -370,27 +435,36 @@ def _build(sel: pa.Table, rows: list[str], metrics: list[str], stat: Stat, ci: C
         cells[m] = []
         for idx in members:
             x = vals[idx[valid[idx]]]
-            cells[m].append(Cell(*mean_ci(x, level, ci, n_boot, seed), int(x.size)) if x.size
-                            else Cell(math.nan, math.nan, math.nan, 0))
-        means = np.array([c.mean for c in cells[m]])
-        ok = np.isfinite(means)
-        d = directions[m]
-        if d is None or not ok.any() or len(keys) < 2:  # one row: nothing to be best among
-            best[m] = []
-        else:
-            target = means[ok].min() if d == "min" else means[ok].max()
-            best[m] = [i for i in range(len(means)) if ok[i] and means[i] == target]
+            if x.size >= MIN_N:
+                cells[m].append(Cell(*mean_ci(x, level, ci, n_boot, seed), int(x.size)))
+            elif x.size:  # too few values for an interval: the mean only
+                cells[m].append(Cell(float(x.mean()), math.nan, math.nan, int(x.size)))
+            else:
+                cells[m].append(Cell(math.nan, math.nan, math.nan, 0))
+        i_best, why = best_supported(cells[m], directions[m], chance[m])
+        best[m] = [] if i_best is None else [i_best]
+        if why not in ("", "one group", "direction unknown"):
+            unmarked.setdefault(why, []).append(m)
+    for why, ms in unmarked.items():
+        which = "every column" if len(ms) == len([m for m in metrics if directions[m]]) else ", ".join(ms)
+        notes.append(f"no best marked ({why}): {which}")
     n = [int(idx.size) for idx in members]
+    partial = [(m, sum(c.n for c in cells[m])) for m in metrics if sum(c.n for c in cells[m]) < sum(n)]
+    if partial:
+        notes.append("metrics with a value for only some runs (e.g. a condition evaluated afterwards by `rims eval` "
+                     "for some runs); their cells give their own n: "
+                     + ", ".join(f"{m} ({k} of {sum(n)} runs)" for m, k in partial))
     warnings = []
     small: dict[int, list[str]] = {}
     for i, key in enumerate(keys):
-        k = min([c[i].n for c in cells.values()], default=n[i])
-        if too_few(k):
-            small.setdefault(k, []).append(_key_text(rows, key))
+        if too_few(n[i]):
+            small.setdefault(n[i], []).append(_key_text(rows, key))
     for k in sorted(small):
-        warnings.append(f"{too_few(k)} ({'; '.join(small[k])})")
+        which = (f"every group ({len(keys)})" if len(small[k]) == len(keys) else
+                 f"{len(small[k])} of {len(keys)} groups ({'; '.join(small[k])})")
+        warnings.append(f"{too_few(k)}: {which}")
     return AblationTable(list(rows), keys, list(metrics), columns, cells, best, directions, n, seeds, stat, ci, level,
-                         notes, warnings)
+                         notes, warnings, chance=chance)
 
 
 def ablation_table(runs: pa.Table, rows: Sequence[str] | None = None, metrics: Sequence[str] | None = None,
@@ -432,8 +506,9 @@ def paper_table(runs: pa.Table, which: Literal["ce", "ce_all"] = "ce", stat: Sta
     (model.top_k; blank for baselines), h (model.hidden_size), n, then train CE at the training blank
     (``eval/<which>_blank<task.blank>``, else ``val/<which>``) and test CE at every other evaluated blank.
 
-    which: "ce" = mean cross-entropy over the 10 recall positions (what the model is trained on); "ce_all" = over
-    every position, the official script's definition (the one the paper's numbers use). Rows: RIMs first
+    which: "ce" = mean cross-entropy over the recall positions (task.num_symbols, 10 by default; what the model is
+    trained on); "ce_all" = over every position, the official script's definition (the one the paper's numbers
+    use). Rows: RIMs first
     (k_T, then k_A descending), then LSTM, GRU by h.
     """
     if which not in ("ce", "ce_all"):
@@ -466,7 +541,7 @@ def paper_table(runs: pa.Table, which: Literal["ce", "ce_all"] = "ce", stat: Sta
     name = "CE" if which == "ce" else "CE_all"
     at = f" ({blanks[0]})" if blanks else ""
     labels = {train: f"train {name}{at}", **{m: f"test {name} ({b})" for b, m in tests}}
-    notes.append("CE: mean cross-entropy over the 10 recall positions" if which == "ce" else
+    notes.append("CE: mean cross-entropy over the recall positions" if which == "ce" else
                  "CE_all: mean cross-entropy over every position (the official RIMs script's definition)")
     tab = _build(sel, list(_PAPER_ROWS), [train, *(m for _, m in tests)], stat, ci, level, notes, 10_000, 0)
     order = sorted(range(len(tab.keys)), key=lambda i: (
@@ -485,7 +560,10 @@ def paper_table(runs: pa.Table, which: Literal["ce", "ce_all"] = "ce", stat: Sta
 class Comparison:
     """One group against the baseline: diff = group mean - baseline mean (paired: mean of the per-seed
     differences), two-sided permutation p, effect size (d_z paired, Hedges' g unpaired), n (pairs when paired,
-    else the group's runs), n_baseline, and a warning when n < 3."""
+    else the group's runs), n_baseline, and a warning when n < 3.
+
+    p and effect are computed whatever n is (for programs); tables show them only where the design supports them
+    (``p_supported``, ``effect_supported``)."""
 
     key: tuple
     diff: float
@@ -498,6 +576,27 @@ class Comparison:
     exact: bool
     p_min: float
     warning: str | None
+
+    @property
+    def p_supported(self) -> bool:
+        """The test can reach p < 0.05 at all (p_min <= 0.05): with 2 paired seeds p is 0.5 or 1 whatever the
+        data, and printing it suggests a test happened."""
+        return self.p_min <= 0.05
+
+    @property
+    def effect_supported(self) -> bool:
+        """Both sides have >= MIN_N values: an effect size divides by a standard deviation, which 2 values
+        estimate so badly that |d_z| of 100 and more come out of noise."""
+        return min(self.n, self.n_baseline) >= MIN_N
+
+
+def _grouped(items: list[tuple[str, str]], total: int, what: str) -> list[str]:
+    """[(message, key text)] -> one line per distinct message, with how many (and which, unless all) it covers."""
+    by: dict[str, list[str]] = {}
+    for msg, key in items:
+        by.setdefault(msg, []).append(key)
+    return [f"{msg}: {'all ' + str(total) if len(keys) == total else f'{len(keys)} of {total}'} {what}"
+            + ("" if len(keys) == total else f" ({'; '.join(keys)})") for msg, keys in by.items()]
 
 
 @dataclass
@@ -518,21 +617,34 @@ class ComparisonTable:
         return (f"{self.column}: diff = group mean - baseline mean (baseline: {base}); "
                 "p: two-sided permutation test, sign-flip over seeds when paired by seed, else over group labels; "
                 f"effect: Cohen's d_z (paired) or Hedges' g (unpaired); p not corrected for {k} comparison"
-                f"{'s' * (k != 1)}")
+                f"{'s' * (k != 1)}; n/a where the n cannot support a p or an effect size (the cell says why)")
 
-    def to_markdown(self) -> str:
+    @property
+    def warnings(self) -> list[str]:
+        """The comparisons' warnings, each distinct one once, with how many comparisons it concerns."""
+        return _grouped([(c.warning, _key_text(self.rows, c.key)) for c in self.comparisons if c.warning],
+                        len(self.comparisons), "comparisons")
+
+    def lines(self) -> list[str]:
+        """Header, notes and warnings, one per line."""
+        return [self.header(), *(f"note: {s}" for s in self.notes), *(f"warning: {s}" for s in self.warnings)]
+
+    def to_markdown(self, notes: bool = True) -> str:
+        """The header, notes and warnings (each distinct warning once; notes=False leaves them out), then the
+        table."""
         out = [self.header(), ""]
-        extra = [f"- note: {s}" for s in self.notes] + [
-            f"- warning: {_key_text(self.rows, c.key)}: {c.warning}" for c in self.comparisons if c.warning]
-        if extra:
+        extra = [f"- note: {s}" for s in self.notes] + [f"- warning: {s}" for s in self.warnings]
+        if extra and notes:
             out += [*extra, ""]
         out.append("| " + " | ".join([*self.rows, "n", "diff", "p", "effect", "test"]) + " |")
         out.append("|" + "|".join(["---"] * len(self.rows) + ["---:"] * 4 + ["---"]) + "|")
         for c in self.comparisons:
             test = ("paired by seed" if c.paired else "unpaired") + (", exact" if c.exact else ", Monte Carlo")
             vals = ["-" if v is None else str(v) for v in c.key]
-            out.append("| " + " | ".join([*vals, str(c.n), f"{c.diff:.4g}", f"{c.p:.3g}",
-                                          f"{c.effect_name} = {c.effect:.3g}", test]) + " |")
+            p = f"{c.p:.3g}" if c.p_supported else f"n/a: min p {c.p_min:.2g}"
+            eff = (f"{c.effect_name} = {c.effect:.3g}" if c.effect_supported
+                   else f"n/a: n={min(c.n, c.n_baseline)}")
+            out.append("| " + " | ".join([*vals, str(c.n), f"{c.diff:.4g}", p, eff, test]) + " |")
         return "\n".join(out) + "\n"
 
 
@@ -597,9 +709,9 @@ def paired_comparisons(runs: pa.Table, baseline: dict[str, Any], metric: str, ro
     coarse = sorted({c.p_min for c in out if c.p_min > 0.05})
     if coarse:
         k = sum(c.p_min > 0.05 for c in out)
-        notes.append(f"{k} of {len(out)} comparisons cannot reach p < 0.05 whatever the data: smallest attainable p "
-                     f"{' to '.join(f'{x:.3g}' for x in (coarse[0], coarse[-1])[: 1 + (len(coarse) > 1)])}; "
-                     "that needs at least 6 paired seeds, or 4 vs 4 unpaired")
+        notes.append(f"{k} of {len(out)} comparisons cannot reach p < 0.05 whatever the data (smallest attainable p "
+                     f"{' to '.join(f'{x:.3g}' for x in (coarse[0], coarse[-1])[: 1 + (len(coarse) > 1)])}), so "
+                     "their p is not shown; p < 0.05 needs at least 6 paired seeds, or 4 vs 4 unpaired")
     return ComparisonTable(rows, dict(baseline), keys[hits[0]], metric, col, out, notes)
 
 

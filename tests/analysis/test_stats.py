@@ -184,6 +184,6 @@ def test_main_effects_two_by_two_unbalanced_seeds():
 
 
 def test_too_few():
-    assert too_few(2) == "n=2: a CI from 2 seeds is too wide to say anything"
+    assert too_few(2) == "n=2: too few seeds for an interval, a test or an effect size (needs n >= 3)"
     assert too_few(1) is not None and "n=1" in too_few(1)
     assert too_few(3) is None and too_few(10) is None

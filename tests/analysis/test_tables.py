@@ -88,17 +88,69 @@ def test_numbers_equal_hand_computed_means_and_half_widths():
     assert tab.columns["eval/ce_blank200"] == "eval/ce_blank200"
 
 
-def test_best_is_min_for_ce_and_max_for_acc():
+def test_best_is_marked_only_where_the_intervals_support_it():
     tab = ablation_table(make_runs())
+    # ce of rims 6/4: [-0.05, 0.45], clear of rims 6/2 [0.85, 1.35], the LSTM and chance (ln 8): marked
     assert tab.best["eval/ce_blank200"] == [_index(tab, ("rims", 6, 4))]
-    assert tab.best["eval/acc_blank200"] == [_index(tab, ("rims", 6, 2))]
+    # acc of rims 6/2 has the highest mean, 0.85 [0.73, 0.97], but rims 6/4 reaches 0.85 [0.35, 0.85]: not marked
+    assert tab.best["eval/acc_blank200"] == []
     assert tab.directions["eval/acc_blank200"] == "max" and tab.directions["val/ce"] == "min"
     assert metric_direction("eval/ce_all_blank200") == "min" and metric_direction("eval/acc_res24") == "max"
     assert metric_direction("val/rollout_bce") == "min" and metric_direction("model/num_params") is None
     md = tab.to_markdown()
-    assert "**0.850 ± 0.124**" in md  # acc of rims 6/2: sd 0.05, 3 seeds
     assert "**0.200 ± 0.248**" in md  # ce of rims 6/4: sd 0.1, 3 seeds
-    assert "| 0.600 ± 0.248 |" in md  # acc of rims 6/4, not bold
+    assert "| 0.850 ± 0.124 |" in md and "| 0.600 ± 0.248 |" in md  # acc: neither bold
+    assert any(s.startswith("no best marked (intervals overlap): ") and "eval/acc_blank200" in s for s in tab.notes)
+    assert "bold: the best mean of a column, only where every group has >= 3 values" in tab.header()
+
+
+def test_no_best_for_groups_at_chance():
+    # every group's recall CE above chance (ln 8 = 2.079): the lowest is still no "best", however clear of the rest
+    groups = {("rims", 6, 4): [(2.20, 0.1), (2.21, 0.1), (2.22, 0.1)],
+              ("lstm", None, None): [(4.0, 0.1), (4.1, 0.1), (4.2, 0.1)]}
+    tab = ablation_table(make_runs(groups, extra=False), metrics=["eval/ce_blank200", "eval/acc_blank200"])
+    assert tab.chance["eval/ce_blank200"] == pytest.approx(math.log(8))
+    assert tab.chance["eval/acc_blank200"] == pytest.approx(1 / 8)
+    assert tab.best == {"eval/ce_blank200": [], "eval/acc_blank200": []}
+    assert "no best marked (not clear of chance): eval/ce_blank200" in tab.notes
+    assert "**" not in tab.to_markdown()
+    # ce_all's chance level depends on the length: 10 ln 8 / (200 + 20) at blank 200, task.blank for val/
+    tab = ablation_table(make_runs(groups, extra=False), metrics=["eval/ce_all_blank200", "eval/ce_all_blank50"])
+    assert tab.chance["eval/ce_all_blank200"] == pytest.approx(10 * math.log(8) / 220)
+    assert tab.chance["eval/ce_all_blank50"] == pytest.approx(10 * math.log(8) / 70)
+
+
+def test_fewer_than_three_values_give_the_mean_and_no_interval():
+    groups = {("rims", 6, 4): [(2.0797, 0.5), (2.0797, 0.6)], ("lstm", None, None): [(2.5, 0.2), (2.9, 0.3)]}
+    for ci in ("t", "bootstrap"):
+        tab = ablation_table(make_runs(groups, extra=False), metrics=["eval/ce_blank200"], ci=ci)
+        cell = tab.cells["eval/ce_blank200"][_index(tab, ("rims", 6, 4))]
+        assert cell.n == 2 and cell.mean == pytest.approx(2.0797) and math.isnan(cell.low) and math.isnan(cell.high)
+        md = tab.to_markdown()
+        # no cell has an interval: the header says so once, the cells give the means
+        assert md.startswith("mean over seeds (no intervals: no cell has 3 or more values)")
+        assert "| rims | 6 | 4 | 2 | 2.080 |" in md and "±" not in md
+        assert "| chance level |  |  |  | 2.079 |" in md  # ln 8, the level to read recall CE against
+        assert tab.best["eval/ce_blank200"] == [] and "**" not in md
+        assert tab.warnings == ["n=2: too few seeds for an interval, a test or an effect size (needs n >= 3): "
+                                "every group (2)"]
+        row = next(r for r in csv.DictReader(io.StringIO(tab.to_csv())) if r["model.kind"] == "rims")
+        assert row["eval/ce_blank200.low"] in ("", "nan") and row["eval/ce_blank200.n"] == "2"
+
+
+def test_a_condition_evaluated_for_some_runs_only():
+    # `rims eval RUN --set task.test_blanks=400` on one run: eval/ce_blank400 exists for that run only
+    runs = make_runs(extra=False).to_pylist()
+    runs[0].update({"eval/ce_blank400": 9.417, "eval/ce_blank400.min": 9.417, "eval/ce_blank400.max": 9.417})
+    tab = ablation_table(pa.Table.from_pylist(runs), metrics=["eval/ce_blank200", "eval/ce_blank400"])
+    i = _index(tab, (runs[0]["model.kind"], runs[0]["model.num_units"], runs[0]["model.top_k"]))
+    assert tab.n[i] == 3 and tab.cells["eval/ce_blank400"][i].n == 1
+    md = tab.to_markdown()
+    assert "9.417 (n=1, no CI)" in md and "**9.417" not in md  # a single value is never "best"
+    assert tab.best["eval/ce_blank400"] == []
+    assert not any("n=0" in w or "no runs" in w for w in tab.warnings), tab.warnings  # the groups have 3 runs each
+    assert any("eval/ce_blank400 (1 of 9 runs)" in s for s in tab.notes)
+    assert tab.best["eval/ce_blank200"] == [_index(tab, ("rims", 6, 4))]  # the complete column is unaffected
 
 
 def test_failed_parent_and_stopped_early_runs():
@@ -136,12 +188,15 @@ def test_markdown_latex_csv_outputs():
 def test_warning_when_a_group_has_two_seeds():
     groups = {**GROUPS, ("rims", 6, 2): GROUPS[("rims", 6, 2)][:2]}
     tab = ablation_table(make_runs(groups), metrics=["eval/ce_blank200"])
-    assert tab.warnings == ["n=2: a CI from 2 seeds is too wide to say anything "
-                            "(model.kind=rims, model.num_units=6, model.top_k=2)"]
+    assert tab.warnings == ["n=2: too few seeds for an interval, a test or an effect size (needs n >= 3): "
+                            "1 of 3 groups (model.kind=rims, model.num_units=6, model.top_k=2)"]
     md = tab.to_markdown()
-    assert "- warning: n=2: a CI from 2 seeds is too wide to say anything" in md
+    assert "- warning: n=2: too few seeds for an interval" in md
+    assert "warning" not in tab.to_markdown(notes=False)
     cell = tab.cells["eval/ce_blank200"][_index(tab, ("rims", 6, 2))]
-    assert cell.half_width == pytest.approx(T975[1] * 0.1, rel=1e-9)  # values 1.0, 1.2: se 0.1
+    assert cell.mean == pytest.approx(1.1) and math.isnan(cell.half_width)  # values 1.0, 1.2: no interval
+    assert "| 1.100 (n=2, no CI) |" in md
+    assert tab.best["eval/ce_blank200"] == []  # not every group has 3 values
     assert "warning" not in ablation_table(make_runs(), metrics=["eval/ce_blank200"]).to_markdown()
 
 
@@ -179,12 +234,13 @@ def test_paper_table_layout():
     md = tab.to_markdown()
     assert "| model | k_T | k_A | h | n | train CE (50) | test CE (200) |" in md
     lines = [line for line in md.splitlines() if line.startswith("| ")][1:]
-    assert [line.split(" | ")[0] for line in lines] == ["| RIMs", "| RIMs", "| LSTM"]
+    assert [line.split(" | ")[0] for line in lines] == ["| RIMs", "| RIMs", "| LSTM", "| chance level"]
+    assert lines[3] == f"| chance level |  |  |  |  | {math.log(8):.3f} | {math.log(8):.3f} |"
     assert lines[0].startswith("| RIMs | 6 | 4 | 600 | 3 |") and lines[1].startswith("| RIMs | 6 | 2 | 600 | 3 |")
     assert lines[2].startswith("| LSTM |  |  | 600 | 4 |")  # k_T, k_A blank for the baseline
     assert tab.metrics == ["eval/ce_blank50", "eval/ce_blank200"]
     assert tab.cells["eval/ce_blank50"][0].mean == pytest.approx(0.02)
-    assert any("10 recall positions" in s for s in tab.notes)
+    assert any("CE: mean cross-entropy over the recall positions" in s for s in tab.notes)
     assert paper_table(make_runs(), which="ce_all").metrics == ["eval/ce_all_blank50", "eval/ce_all_blank200"]
     fallback = paper_table(make_runs().drop_columns(["eval/ce_blank50", "eval/ce_blank50.min", "eval/ce_blank50.max"]))
     assert fallback.metrics == ["val/ce", "eval/ce_blank200"]
@@ -226,7 +282,11 @@ def test_paired_comparisons_paired_by_seed():
     assert c.warning is None
     md = comp.to_markdown()
     assert "paired by seed, exact" in md and "baseline: model.kind=lstm" in md
-    assert any("cannot reach p < 0.05" in s for s in comp.notes)
+    assert any("cannot reach p < 0.05" in s and "their p is not shown" in s for s in comp.notes)
+    # 3 pairs: p can never go below 0.25, so it is not printed; the effect size (3 pairs) is
+    assert not c.p_supported and c.effect_supported
+    row = next(ln for ln in md.splitlines() if ln.startswith("| rims | 6 | 4 |"))
+    assert "n/a: min p 0.25" in row and f"d_z = {c.effect:.3g}" in row
 
 
 def test_paired_comparisons_unpaired_when_seeds_differ_and_warns():
@@ -239,9 +299,23 @@ def test_paired_comparisons_unpaired_when_seeds_differ_and_warns():
                                permutation_type="independent", n_resamples=np.inf, vectorized=True)
     assert not c.paired and c.effect_name == "g" and c.n == 2
     assert c.p == pytest.approx(ref.pvalue) and c.diff == pytest.approx(a.mean() - b.mean())
-    assert c.warning == "n=2: a CI from 2 seeds is too wide to say anything"
+    assert c.warning == "n=2: too few seeds for an interval, a test or an effect size (needs n >= 3)"
     md = comp.to_markdown()
-    assert "unpaired, exact" in md and "- warning: model.kind=rims, model.num_units=6, model.top_k=2: n=2" in md
+    assert "unpaired, exact" in md
+    assert ("- warning: n=2: too few seeds for an interval, a test or an effect size (needs n >= 3): 1 of 2 "
+            "comparisons (model.kind=rims, model.num_units=6, model.top_k=2)") in md
+    row = next(ln for ln in md.splitlines() if ln.startswith("| rims | 6 | 2 |"))
+    assert "n/a: n=2" in row and "g = " not in row  # Hedges' g from 2 values is not printed
+
+
+def test_comparison_warnings_are_listed_once_with_a_count():
+    # every group with 2 seeds: one warning line for all comparisons, not one per comparison
+    groups = {k: v[:2] for k, v in GROUPS.items()}
+    comp = paired_comparisons(make_runs(groups, extra=False), {"model.kind": "lstm"}, "eval/ce_blank200")
+    md = comp.to_markdown()
+    assert md.count("- warning:") == 1
+    assert "n=2: too few seeds for an interval, a test or an effect size (needs n >= 3): all 2 comparisons" in md
+    assert md.count("n/a: min p 0.5") == 2 and "d_z =" not in md
 
 
 def test_paired_comparisons_baseline_must_pick_one_group():
