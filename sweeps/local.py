@@ -23,9 +23,9 @@ from typing import Any
 
 import yaml
 
-from .space import config_id, resolve, trial_points
+from .space import config_id, resolve, trial_points, varying_keys
 from .spec import SpecError, SweepSpec, smoke_spec, sweep_params
-from .tracking import SweepTracker, TrialTracker, absolute_tracking_uri, sweep_tags
+from .tracking import TAG_VARYING, SweepTracker, TrialTracker, absolute_tracking_uri, run_name, sweep_tags
 from .trial import CHECKPOINT_FILE, run_trial
 
 __all__ = ["LocalResult", "run_local"]
@@ -44,6 +44,10 @@ class LocalResult:
     path: Path
     counts: dict[str, int] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
+    experiment: str = ""
+    experiment_id: str = ""  # with a tracking store (empty offline)
+    parent_run_id: str = ""
+    previously_done: dict[str, dict[str, Any]] = field(default_factory=dict)  # trial id -> its result, not rerun
 
 
 def _store_dir(src: Path, final: Path) -> None:
@@ -128,7 +132,7 @@ def run_local(spec: SweepSpec, spec_text: str, out: str | Path, *, jobs: int = 1
     if state_file.exists():
         state = json.loads(state_file.read_text())
     else:
-        tags = {**sweep_tags(), "rims.runner": "local"}
+        tags = {**sweep_tags(), "rims.runner": "local", TAG_VARYING: ",".join(varying_keys(spec))}
         params = sweep_params(spec, smoke)
         state = {"sweep_id": f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}", "tags": tags, "params": params,
                  "spec": yaml.safe_load(spec_text) if spec_text else None, "experiment": experiment}
@@ -151,6 +155,8 @@ def run_local(spec: SweepSpec, spec_text: str, out: str | Path, *, jobs: int = 1
     stop = (spec.stop.metric, spec.stop.threshold, spec.stop.mode)
     deadline = time.time() + spec.stop.time_budget_s if spec.stop.time_budget_s else None
     trials = [(f"{i:05d}", p) for i, p in enumerate(trial_points(spec))]
+    varying = [k for k in state["tags"].get(TAG_VARYING, "").split(",") if k]
+    names = {tid: run_name(resolve(p), varying) if TAG_VARYING in state["tags"] else tid for tid, p in trials}
     results: dict[str, dict[str, Any]] = {}
     todo = []
     for tid, point in trials:
@@ -159,6 +165,7 @@ def run_local(spec: SweepSpec, spec_text: str, out: str | Path, *, jobs: int = 1
             results[tid] = json.loads(done.read_text())
         else:
             todo.append((tid, point))
+    before = dict(results)
     with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(_trial, point, ctx, tid, str(out / "trials" / tid), stop, deadline,
                                spec.objective[0] if jobs == 1 else None)
@@ -166,9 +173,12 @@ def run_local(spec: SweepSpec, spec_text: str, out: str | Path, *, jobs: int = 1
         for fut in as_completed(futures):
             res = fut.result()
             results[res["trial_id"]] = res
-            print(f"trial {res['trial_id']}: {res['status']}" + (f" ({res['error']})" if res["error"] else "")
+            print(f"trial {res['trial_id']} ({names[res['trial_id']]}): {res['status']}"
+                  + (f" ({res['error']})" if res["error"] else "")
                   + "".join(f"  {k}={v:.4g}" for k, v in res["last"].items() if k == spec.objective[0]), flush=True)
-    return _finish(spec, results, ctx, LocalResult(sweep_id, out))
+    return _finish(spec, results, ctx, LocalResult(sweep_id, out, experiment=experiment,
+                                                   experiment_id=ctx["experiment_id"],
+                                                   parent_run_id=ctx["parent_run_id"], previously_done=before))
 
 
 def _finish(spec: SweepSpec, results: dict[str, dict[str, Any]], ctx: dict[str, Any],

@@ -52,22 +52,56 @@ def _train(args: argparse.Namespace) -> int:
 
     raw = train_spec(args)
     try:
-        spec = load_spec(raw)
+        spec = load_spec(raw, preflight=True)
     except SpecError as e:
         for path, msg in e.errors:
             flag = FLAGS.get(path)
             print(f"rims rl train: {flag} ({path}): {msg}" if flag else f"rims rl train: {path}: {msg}",
                   file=sys.stderr)
         return 2
-    out = Path(args.out or Path("rl_results") / spec.name)
+    out = Path(args.out or Path("rl_results") / spec.name).resolve()
     uri = absolute_tracking_uri(args.mlflow_uri)
     res = run_local(spec, yaml.safe_dump(raw, sort_keys=False), out, jobs=1, device=args.device, mlflow_uri=uri,
                     smoke=args.smoke)
     outcome = next((k for k in ("completed", "stopped_early", "failed", "errored") if res.counts[k]), "nothing run")
-    print(f"\n{spec.name}: {outcome}" + "".join(f"\n  failed: {f}" for f in res.failures))
-    print(f"checkpoints: {out.resolve() / 'trials' / '00000' / CHECKPOINT_DIR}\nMLflow: experiment "
-          f"{spec.experiment or spec.name!r} at {uri}")
+    earlier = res.previously_done.get(TRIAL)
+    if earlier is not None:
+        step = earlier.get("last", {}).get("step")
+        said = {"completed": "finished", "stopped_early": "stopped early"}.get(earlier["status"], earlier["status"])
+        print(f"\n{spec.name}: already {said} at step "
+              f"{int(step) if step is not None else '?'}; nothing trained (delete {out} or use a new --out to "
+              "train again)")
+    else:
+        print(f"\n{spec.name}: {outcome}" + "".join(f"\n  failed: {f}" for f in res.failures))
+    print(f"checkpoints: {out / 'trials' / TRIAL / CHECKPOINT_DIR}")
+    print(_mlflow_lines(uri, res))
     return 0 if res.counts["completed"] + res.counts["stopped_early"] == 1 else 1
+
+
+TRIAL = "00000"  # the one trial of the one-trial sweep
+
+
+def _mlflow_lines(uri: str, res: Any) -> str:
+    """Where the run is: experiment, parent and trial run ids, and the runs table (an http server) or the
+    store's file and the `mlflow ui` command that serves it."""
+    from mlflow.tracking import MlflowClient
+
+    from .cli import runs_url
+    from .tracking import TAG_SWEEP, TAG_TRIAL
+
+    try:
+        found = MlflowClient(uri).search_runs([res.experiment_id], max_results=1, filter_string=(
+            f"tags.`{TAG_SWEEP}` = '{res.sweep_id}' and tags.`{TAG_TRIAL}` = '{TRIAL}'"))
+    except Exception as e:  # the store went away after training: say where the run was meant to be
+        return f"MLflow: experiment {res.experiment!r} at {uri} (could not read the run back: {str(e)[:200]})"
+    run = found[0] if found else None
+    lines = [f"MLflow: experiment {res.experiment!r} (id {res.experiment_id}), run "
+             f"{run.info.run_id if run else '(none)'}" + (f" {run.info.run_name!r}" if run else "")
+             + f" under parent run {res.parent_run_id}"]
+    if uri.startswith("sqlite:"):
+        lines.append(f"  store: {uri[len('sqlite:///'):]}")
+    lines.append(f"  browse: {runs_url(uri, res.experiment_id, run.info.run_id if run else None)}")
+    return "\n".join(lines)
 
 
 def add_train_parser(sub: Any) -> None:
@@ -80,7 +114,7 @@ def add_train_parser(sub: Any) -> None:
     t.add_argument("--top-k", type=int, default=4, help="k_A, active units per step (model.top_k)")
     t.add_argument("--hidden-size", type=int, default=600, help="total hidden size, over units (model.hidden_size)")
     t.add_argument("--cell", choices=["lstm", "gru"], default="lstm", help="per-unit cell (model.cell)")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=0, help="seed of the policy's weights and the envs (seeds)")
     t.add_argument("--timesteps", type=int, default=10_000_000, help="env steps to train (optim.max_steps)")
     t.add_argument("--lr", type=float, default=2.5e-4, help="Adam lr, decayed linearly to 0 (optim.lr)")
     t.add_argument("--minibatch-size", type=int, default=256, help="PPO minibatch in env steps (optim.batch_size)")
@@ -88,9 +122,11 @@ def add_train_parser(sub: Any) -> None:
                    help="env steps between reports, greedy evaluations and checkpoints (optim.eval_every)")
     t.add_argument("--eval-episodes", type=int, default=3, help="greedy games per evaluation (task.eval_episodes)")
     t.add_argument("--num-envs", type=int, default=8, help="envs per env runner (task.num_envs)")
-    t.add_argument("--rollout-length", type=int, default=128, help="steps per env per iteration")
+    t.add_argument("--rollout-length", type=int, default=128,
+                   help="steps per env per iteration (task.rollout_length)")
     t.add_argument("--max-seq-len", type=int, default=32, help="training sequence length (task.max_seq_len)")
-    t.add_argument("--num-env-runners", type=int, default=0, help="remote env runners (0: sample in-process)")
+    t.add_argument("--num-env-runners", type=int, default=0,
+                   help="remote env runners (0: sample in-process) (task.num_env_runners)")
     t.add_argument("--api-stack", choices=["new", "old"], default="new",
                    help="RLlib API stack; old uses the ModelCatalog model 'rims' (task.api_stack)")
     t.add_argument("--device", default=None, help="learner device, e.g. cuda (default: cpu)")

@@ -21,13 +21,17 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, Repeater
 from ray.tune.search.optuna import OptunaSearch
+from ray.tune.trainable import wrap_function
 
-from .space import optuna_space, trial_points
-from .spec import SpecError, SweepSpec, smoke_spec, sweep_params
-from .tracking import SweepTracker, absolute_tracking_uri, is_local_uri, sweep_tags
+from .progress import SweepProgress, TrialName, trial_dirname
+from .space import optuna_space, trial_points, varying_keys
+from .spec import SpecError, SweepSpec, preflight_errors, smoke_spec, sweep_params
+from .tracking import TAG_TRIAL, TAG_VARYING, SweepTracker, absolute_tracking_uri, is_local_uri, sweep_tags
 from .trainable import train_trial
 
-__all__ = ["SweepResult", "check_cluster", "run_sweep"]
+__all__ = ["SweepResult", "check_cluster", "optuna_storage", "run_sweep", "trial_runs"]
+
+OPTUNA_DB = "optuna.db"
 
 
 @dataclass
@@ -39,6 +43,13 @@ class SweepResult:
     experiment_id: str
     counts: dict[str, int] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
+    study: tuple[str, str] | None = None  # Optuna: (storage URL, study name), for optuna-dashboard
+
+
+def optuna_storage(path: Path) -> str:
+    """The storage URL of the Optuna study of the sweep whose results are in path (the study is named after
+    the spec): what ``optuna-dashboard`` and ``optuna.load_study`` open."""
+    return f"sqlite:///{Path(path).resolve() / OPTUNA_DB}"
 
 
 def check_cluster(spec: SweepSpec, tracking_uri: str) -> None:
@@ -55,7 +66,6 @@ def check_cluster(spec: SweepSpec, tracking_uri: str) -> None:
         errors.append(("--mlflow-uri", f"the cluster has {len(nodes)} nodes but the tracking store {tracking_uri} "
                                        "is local to this machine; start `mlflow server --host <head address> "
                                        "--port 5000 ...` and pass --mlflow-uri http://<head address>:5000"))
-    errors += spec.task_cls.preflight(spec.task_settings())
     if errors:
         raise SpecError(errors)
 
@@ -77,21 +87,32 @@ def _sweep_dir(storage: Path, name: str, resume: bool) -> Path:
 
 def run_sweep(spec: SweepSpec, spec_text: str, *, address: str | None = None, mlflow_uri: str | None = None,
               storage_path: str | Path | None = None, resume: bool = False, smoke: bool = False,
-              quiet: bool = False, spec_path: str | Path | None = None) -> SweepResult:
+              quiet: bool = False, verbose: bool = False, spec_path: str | Path | None = None,
+              preflight: bool = True) -> SweepResult:
     """Run (or resume) a sweep; returns where its results and runs are, with trial counts by status.
 
+    Progress: by default a line when trial statuses change and the table of every trial at the end (see
+    SweepProgress); verbose: the table each time, and Ray's and the trials' INFO logs; quiet: nothing.
+    preflight: run the task's checks of this machine first (False when load_spec(preflight=True) ran them).
     The git sha and dirty flag are those of the working directory the sweep is submitted from (or, outside a
     repository, of the spec file's), never of a job's copy of it."""
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's newer output has no columns for our dotted keys
     if smoke:
         spec = smoke_spec(spec)
+    if preflight and (errors := preflight_errors(spec)):
+        raise SpecError(errors)
     uri = absolute_tracking_uri(mlflow_uri)
     storage = Path(storage_path or "ray_results").resolve()
     storage.mkdir(parents=True, exist_ok=True)
     path = _sweep_dir(storage, spec.name, resume)
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=not quiet,
-                 configure_logging=not quiet, logging_level="ERROR" if quiet else "INFO")
+        level = "ERROR" if quiet else "INFO" if verbose else "WARNING"
+        # no --address: a new local instance (RAY_ADDRESS, if set, as Ray reads it), never a cluster that some
+        # other process happens to run on this machine (plain ray.init() would join it)
+        ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False,
+                 log_to_driver=not quiet, configure_logging=not quiet, logging_level=level,
+                 runtime_env=None if verbose else {"worker_process_setup_hook": "sweeps.progress.quiet_worker_logs"})
     check_cluster(spec, uri)
 
     metric, mode = spec.objective
@@ -102,7 +123,7 @@ def run_sweep(spec: SweepSpec, spec_text: str, *, address: str | None = None, ml
         sweep_id, parent = state["sweep_id"], state["parent_run_id"]
     else:
         sweep_id = f"{path.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        tags = sweep_tags(spec_path)
+        tags = {**sweep_tags(spec_path), TAG_VARYING: ",".join(varying_keys(spec))}
         params = sweep_params(spec, smoke)
         parent = sweeper.start(sweep_id, params, tags, spec_text)
         path.mkdir(parents=True)
@@ -113,10 +134,12 @@ def run_sweep(spec: SweepSpec, spec_text: str, *, address: str | None = None, ml
     ctx = {"tracking_uri": uri, "experiment_id": sweeper.experiment_id, "experiment": experiment,
            "parent_run_id": parent, "sweep_id": sweep_id, "seeds": spec.seed_list, "tags": tags,
            "cpus": spec.resources.cpu, "gpus": spec.resources.gpu, "spill_dir": str(path / "tracking_spill")}
-    trainable = tune.with_resources(tune.with_parameters(train_trial, ctx=ctx),
+    trainable = tune.with_resources(_exiting(wrap_function(tune.with_parameters(train_trial, ctx=ctx))),
                                     {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+    grid_like = spec.search.algorithm != "optuna"
     run_config = tune.RunConfig(
         name=path.name, storage_path=str(storage), verbose=0 if quiet else 1,
+        progress_reporter=None if quiet else SweepProgress(varying_keys(spec), grid_like, metric, mode, verbose),
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2))
     if resume and tune.Tuner.can_restore(str(path)):
@@ -126,13 +149,43 @@ def run_sweep(spec: SweepSpec, spec_text: str, *, address: str | None = None, ml
     else:
         tuner = _new_tuner(spec, trainable, run_config, metric, mode, path)
     grid = tuner.fit()
-    return _finish(spec, grid, sweeper, SweepResult(sweep_id, path, parent, uri, sweeper.experiment_id))
+    result = SweepResult(sweep_id, path, parent, uri, sweeper.experiment_id,
+                         study=None if grid_like else (optuna_storage(path), spec.name))
+    return _finish(spec, grid, sweeper, result)
+
+
+def _exiting(base: type) -> type:
+    """The trainable, ending its actor itself when Tune stops it.
+
+    Tune stops a trial's actor (at the end of the sweep, or when it leaves the cache of reused actors) by calling
+    its stop() and then removing its placement group, whereupon the raylet SIGTERMs the process. stop() returns
+    at once while the trial's thread may still be closing its MLflow run (a trial stopped early leaves through
+    an exception at its last report), and a SIGTERM that lands while Python code runs ends the worker with a
+    "SystemExit: 1" traceback in the driver's output. Here stop() waits for the trial's thread (its tracking
+    operations are sent or spilled, not cut off) and then exits the actor as Ray's own __ray_terminate__ does:
+    the process is gone, cleanly, before its placement group is removed."""
+
+    class SweepTrial(base):
+        def cleanup(self) -> None:
+            from ray.train._internal.session import get_session
+
+            thread = getattr(get_session(), "training_thread", None)
+            super().cleanup()  # tells the trial's thread to stop at its next report, returns at once
+            if thread is not None and thread.is_alive():
+                thread.join(timeout=float(os.environ.get("RIMS_TRIAL_STOP_TIMEOUT_S", 120)))
+
+        def stop(self) -> None:
+            super().stop()
+            ray.actor.exit_actor()
+
+    SweepTrial.__name__ = SweepTrial.__qualname__ = base.__name__  # Tune names trials and folders after it
+    return SweepTrial
 
 
 def _new_tuner(spec: SweepSpec, trainable: Any, run_config: tune.RunConfig, metric: str, mode: str,
                path: Path) -> tune.Tuner:
     if spec.search.algorithm == "optuna":
-        storage = optuna.storages.RDBStorage(f"sqlite:///{path / 'optuna.db'}")
+        storage = optuna.storages.RDBStorage(optuna_storage(path))
         searcher = OptunaSearch(space=optuna_space(spec), metric=metric, mode=mode, storage=storage,
                                 study_name=spec.name, seed=spec.search.seed)
         seeds = len(spec.seed_list)
@@ -155,7 +208,9 @@ def _new_tuner(spec: SweepSpec, trainable: Any, run_config: tune.RunConfig, metr
     tune_config = tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
                                   max_concurrent_trials=(spec.max_concurrent or None) if spec.search.algorithm
                                   == "optuna" else None, reuse_actors=True,
-                                  time_budget_s=spec.stop.time_budget_s)
+                                  time_budget_s=spec.stop.time_budget_s,
+                                  trial_name_creator=TrialName(varying_keys(spec), spec.seed_list),
+                                  trial_dirname_creator=trial_dirname)
     if spec.stop.metric is not None:
         run_config.stop = ThresholdStopper(spec.stop.metric, spec.stop.threshold, spec.stop.mode)
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
@@ -191,8 +246,7 @@ def _finish(spec: SweepSpec, grid: Any, sweeper: SweepTracker, result: SweepResu
     """Close every trial's MLflow run by its Tune outcome and the sweep's parent run with a summary."""
     client = sweeper.client
     counts = {"trials": 0, "completed": 0, "stopped_early": 0, "failed": 0, "errored": 0}
-    runs = {r.data.tags.get("rims.trial_id"): r for r in client.search_runs(
-        [result.experiment_id], filter_string=f"tags.`rims.sweep_id` = '{result.sweep_id}'", max_results=10000)}
+    runs = trial_runs(client, result.experiment_id, result.sweep_id)
     for res in grid:
         counts["trials"] += 1
         trial_id = res.metrics.get("trial_id") if res.metrics else None
@@ -224,6 +278,14 @@ def _finish(spec: SweepSpec, grid: Any, sweeper: SweepTracker, result: SweepResu
     sweeper.finish(result.parent_run_id, {"counts": counts, "failures": result.failures},
                    "FAILED" if counts["trials"] and counts["errored"] == counts["trials"] else "FINISHED")
     return result
+
+
+def trial_runs(client: Any, experiment_id: str, sweep_id: str) -> dict[str, Any]:
+    """The sweep's trial runs by trial id. The parent run carries the sweep's tag too, but no trial id: it is
+    never one of them (it is still RUNNING while the trials are closed, and must not be taken for an orphan)."""
+    runs = client.search_runs([experiment_id], max_results=10000, filter_string=(
+        f"tags.`rims.sweep_id` = '{sweep_id}' and tags.`{TAG_TRIAL}` != ''"))
+    return {r.data.tags[TAG_TRIAL]: r for r in runs if r.data.tags.get(TAG_TRIAL)}
 
 
 def _close_orphans(client: Any, runs: dict[str, Any], known: set[str]) -> None:

@@ -20,7 +20,8 @@ import numpy as np
 
 from .spec import RIM_ONLY, SweepSpec, base_config
 
-__all__ = ["OptunaSpace", "config_id", "expand", "is_rim_only", "optuna_space", "resolve", "trial_points"]
+__all__ = ["OptunaSpace", "config_id", "expand", "is_rim_only", "optuna_space", "resolve", "trial_points",
+           "varying_keys"]
 
 
 def is_rim_only(key: str) -> bool:
@@ -92,6 +93,13 @@ def _draw(rng: np.random.RandomState, dist: dict[str, Any], upper: int | None = 
         return float(math.exp(rng.uniform(math.log(arg[0]), math.log(arg[1]))))
     hi = arg[1] if upper is None else min(arg[1], upper)
     return int(rng.randint(arg[0], hi + 1)) if hi >= arg[0] else None
+
+
+def varying_keys(spec: SweepSpec) -> list[str]:
+    """The keys the spec's space (or any space of a union) varies, model.kind first, then in the spec's order:
+    what trial run names and the progress table show (seed aside: its own axis)."""
+    keys = dict.fromkeys(k for sub in spec.subspecs() for k in sub.space if k != "seed")
+    return sorted(keys, key=lambda k: k != "model.kind")
 
 
 def trial_points(spec: SweepSpec) -> list[dict[str, Any]]:

@@ -6,6 +6,7 @@ the Tune config, the MLflow params and the Parquet columns. Every error names it
 
 from __future__ import annotations
 
+import copy
 import difflib
 import json
 from pathlib import Path
@@ -29,6 +30,7 @@ __all__ = [
     "StopSpec",
     "SweepSpec",
     "load_spec",
+    "preflight_errors",
     "smoke_spec",
     "sweep_params",
 ]
@@ -64,6 +66,10 @@ class CommSpec(_Strict):
     key_size: int = Field(32, ge=1)
     value_size: int = Field(32, ge=1)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    output: Literal["residual", "gated_residual", "convex"] | None = Field(
+        None, description="how the read enters the state: residual (paper's text, unbounded), gated_residual "
+        "(official code; |h| < 2 with LSTM units), convex (|h| <= 1); None = bounded form for the cell "
+        "(gated_residual for LSTM units, convex for GRU units); see docs/model.md")
 
 
 class ModelSpec(_Strict):
@@ -133,7 +139,7 @@ class SweepSpec(_Strict):
     model: ModelSpec = Field(default_factory=ModelSpec)
     optim: OptimSpec = Field(default_factory=OptimSpec)
     seeds: int | list[int] = Field(1, description="n (seeds 0..n-1) or an explicit list: every configuration runs each")
-    space: dict[str, dict[str, Any]] | list[dict[str, dict[str, Any]]] = Field(
+    space: dict[str, Any] | list[dict[str, Any]] = Field(
         default_factory=dict, description="dotted key -> distribution; or a list of such spaces, run as their union")
     search: SearchSpec = Field(default_factory=SearchSpec)
     scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
@@ -142,13 +148,26 @@ class SweepSpec(_Strict):
     max_concurrent: int = Field(0, ge=0, description="max trials at once; 0 = as many as resources allow")
     max_failures: int = Field(2, ge=0, description="retries of a trial after a crash (node loss), from its checkpoint")
 
-    @field_validator("seeds")
+    @field_validator("seeds", mode="before")
     @classmethod
-    def _seeds(cls, v: int | list[int]) -> int | list[int]:
+    def _seeds(cls, v: Any) -> Any:
+        ints = isinstance(v, list) and all(isinstance(s, int) and not isinstance(s, bool) for s in v)
+        if isinstance(v, bool) or not (isinstance(v, int) or ints):
+            raise ValueError(f"expected a positive number of seeds or a list of integer seeds, got {v!r}")
         if isinstance(v, int) and v < 1:
             raise ValueError(f"expected a positive number of seeds or a list, got {v}")
         if isinstance(v, list) and (not v or len(set(v)) != len(v)):
             raise ValueError(f"expected a non-empty list of distinct seeds, got {v}")
+        return v
+
+    @field_validator("space", mode="before")
+    @classmethod
+    def _space(cls, v: Any) -> Any:
+        if isinstance(v, list) and not all(isinstance(s, dict) for s in v):
+            raise ValueError(f"expected a list of spaces (mappings of dotted keys to distributions), got {v!r}")
+        if not isinstance(v, dict | list):
+            raise ValueError("expected a mapping of dotted keys to distributions ({grid: [...]}, {uniform: [low, "
+                             f"high]}}, ...), or a list of such mappings, got {v!r}")
         return v
 
     @model_validator(mode="before")
@@ -248,44 +267,51 @@ def _check_distribution(path: str, dist: Any) -> list[tuple[str, str]]:
     return []
 
 
-def validate(spec: SweepSpec) -> list[tuple[str, str]]:
-    """Checks across fields (the pydantic models check each field). Empty list = valid."""
+def validate(spec: SweepSpec, unsure: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
+    """Checks across fields (the pydantic models check each field). Empty list = valid.
+
+    unsure: paths whose given value was invalid and was replaced by its default to check the rest (see
+    load_spec); checks that read one of them are skipped, so a bad value is reported once, not again as a
+    mismatch between its default and another field."""
+    def sure(*paths: str) -> bool:
+        return not any(u == p or u.startswith(p + ".") or p.startswith(u + ".") for u in unsure for p in paths)
+
     if isinstance(spec.space, list):
+        errors: list[tuple[str, str]] = []
         if not spec.space:
-            return [("space", "expected a space or a non-empty list of spaces, got []")]
-        if spec.search.algorithm == "optuna":
-            return [("space", "a list of spaces (a union) works with grid and random search; Optuna needs one space")]
-        errors = []
-        for i, sub in enumerate(spec.subspecs()):
+            errors.append(("space", "expected a space or a non-empty list of spaces, got []"))
+        elif spec.search.algorithm == "optuna" and sure("search.algorithm"):
+            errors.append(("space", "a list of spaces (a union) works with grid and random search; Optuna needs "
+                                    "one space"))
+        for i, sub in enumerate(spec.subspecs() or [spec.model_copy(update={"space": {}})]):
             errors += [(p.replace("space.", f"space[{i}].", 1) if p.startswith("space.") else p, m)
-                       for p, m in validate(sub)]
+                       for p, m in validate(sub, unsure)]
         return list(dict.fromkeys(errors))  # the non-space errors repeat for every sub-space
-    errors: list[tuple[str, str]] = []
+    errors = []
     keys = known_keys(spec)
-    try:
-        spec.task_settings()
-    except ValidationError as e:
-        errors += [("task." + ".".join(str(p) for p in err["loc"]), err["msg"]) for err in e.errors()]
+    errors += _task_errors(spec)
     for key, dist in spec.space.items():
         path = f"space.{key}"
         if key == "seed":
             errors.append((path, "seeds are their own axis: set `seeds: n` instead of searching over them"))
             continue
         if key not in keys:
-            close = difflib.get_close_matches(key, sorted(keys), n=1)
+            close = _closest(key, sorted(keys))
             hint = f"; did you mean {close[0]!r}?" if close else f"; expected one of {sorted(keys)}"
             errors.append((path, f"unknown key {key!r}{hint}"))
             continue
         errors += _check_distribution(path, dist)
-        if spec.search.algorithm == "grid" and isinstance(dist, dict) and next(iter(dist), None) != "grid":
+        if (spec.search.algorithm == "grid" and sure("search.algorithm") and isinstance(dist, dict)
+                and next(iter(dist), None) != "grid"):
             errors.append((path, f"search.algorithm is 'grid', so every space entry must be a grid; got {dist!r}"))
     for key in ("model.hidden_size", "model.num_units"):
         d = spec.space.get(key)
-        if isinstance(d, dict) and next(iter(d), None) not in ("grid", "choice", None):
+        if isinstance(d, dict) and next(iter(d), None) in ("uniform", "loguniform", "int"):
             errors.append((f"space.{key}", "must be a grid or choice: hidden_size must be divisible by num_units, "
-                                            "which a range cannot guarantee"))
+                                            f"which a range cannot guarantee; got {d!r}"))
     d = spec.space.get("model.top_k")
-    if spec.search.algorithm == "optuna" and isinstance(d, dict) and next(iter(d), None) in ("grid", "choice"):
+    if (spec.search.algorithm == "optuna" and sure("search.algorithm") and isinstance(d, dict)
+            and next(iter(d), None) in ("grid", "choice")):
         vals = next(iter(d.values()))
         if not (isinstance(vals, list) and vals and all(isinstance(v, int) for v in vals)
                 and sorted(vals) == list(range(min(vals), max(vals) + 1))):
@@ -294,11 +320,22 @@ def validate(spec: SweepSpec) -> list[tuple[str, str]]:
     errors += _metric_errors(spec, "search.metric", spec.objective[0])
     if spec.stop.metric is not None:
         errors += _metric_errors(spec, "stop.metric", spec.stop.metric)
-    if not errors:
+    if sure("model.kind", "model.hidden_size", "model.num_units", "model.top_k"):
         errors += _check_models(spec)
-    if not errors and issubclass(spec.task_cls, RLTask):
-        errors += _check_rl(spec)
-    return errors
+    if (issubclass(spec.task_cls, RLTask) and not unsure
+            and not any(p.startswith(("space", "task", "model", "optim")) for p, _ in errors)):
+        errors += _check_rl(spec)  # expands the space: only once the space and the settings are valid
+    return list(dict.fromkeys(errors))
+
+
+def _task_errors(spec: SweepSpec) -> list[tuple[str, str]]:
+    """The task's settings (``task.*``) as its settings model checks them, unknown keys with a did-you-mean."""
+    try:
+        spec.task_settings()
+    except ValidationError as e:
+        return _pydantic_errors(e, spec.task_cls.settings_model, {k: v for k, v in spec.task.items() if k != "name"},
+                                prefix="task")[0]
+    return []
 
 
 def _check_rl(spec: SweepSpec) -> list[tuple[str, str]]:
@@ -335,12 +372,16 @@ def _metric_errors(spec: SweepSpec, field: str, metric: str) -> list[tuple[str, 
     return []
 
 
-def _values(spec: SweepSpec, key: str) -> list[Any]:
+def _values(spec: SweepSpec, key: str) -> list[Any] | None:
+    """The values a key takes over the space (its fixed value if not varied); None when its space entry is
+    malformed or continuous (reported elsewhere, and then nothing can be concluded from it)."""
     d = spec.space.get(key)
     if d is None:
         return [base_config(spec)[key]]
+    if _check_distribution("", d):
+        return None
     kind, arg = next(iter(d.items()))
-    return list(arg) if kind in ("grid", "choice") else list(range(arg[0], arg[1] + 1)) if kind == "int" else []
+    return list(arg) if kind in ("grid", "choice") else list(range(arg[0], arg[1] + 1)) if kind == "int" else None
 
 
 def _check_models(spec: SweepSpec) -> list[tuple[str, str]]:
@@ -348,15 +389,17 @@ def _check_models(spec: SweepSpec) -> list[tuple[str, str]]:
     constraint the expansion enforces, so it is an error only when no value of top_k can satisfy it."""
     errors: list[tuple[str, str]] = []
     kinds = _values(spec, "model.kind")
-    if "rims" not in kinds:
+    if not kinds or "rims" not in kinds:
         return errors
-    units, ks = _values(spec, "model.num_units"), _values(spec, "model.top_k")
+    units, ks, sizes = (_values(spec, k) for k in ("model.num_units", "model.top_k", "model.hidden_size"))
+    if not all(isinstance(v, int) for v in (units or []) + (ks or []) + (sizes or [])):
+        return errors  # a grid of non-integers: reported by the type check of the trial's config
     if ks and units and min(ks) > max(units):
         errors.append(("space.model.top_k" if "model.top_k" in spec.space else "model.top_k",
                        f"top_k must be <= num_units, got top_k={min(ks)} > num_units={max(units)}: "
                        "no configuration satisfies it"))
-    for h in _values(spec, "model.hidden_size"):
-        for n in units:
+    for h in sizes or []:
+        for n in units or []:
             try:
                 RIMConfig(hidden_size=h, num_units=n, top_k=1)
             except RIMConfigError as e:
@@ -365,8 +408,118 @@ def _check_models(spec: SweepSpec) -> list[tuple[str, str]]:
     return errors
 
 
-def load_spec(source: str | Path | dict[str, Any]) -> SweepSpec:
-    """Parse and validate a spec (a YAML path or a dict). Raises SpecError listing every problem by path."""
+def _closest(word: str, allowed: list[str]) -> list[str]:
+    """The allowed key a typo most likely meant: the closest spelling, else the one key it begins (``clip`` ->
+    ``clip_param``); [] if none."""
+    close = difflib.get_close_matches(word, allowed, n=1)
+    if close:
+        return close
+    starts = [a for a in allowed if a.startswith(word) or word.startswith(a)]
+    return starts if len(starts) == 1 else []
+
+
+def _path(parts: list[Any]) -> str:
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def _locate(data: Any, loc: tuple[Any, ...], missing: bool) -> list[Any] | None:
+    """A pydantic error's location as a path in the data given: the member tags pydantic adds for a union
+    type ("int", "list[int]") are dropped; None for an error of the union member that does not match the data
+    (a dict checked as the list alternative): noise beside the error of the member that does."""
+    node, parts = data, []
+    for i, part in enumerate(loc):
+        if ((isinstance(node, dict) and part in node)
+                or (isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node))):
+            node = node[part]
+        elif missing and i == len(loc) - 1:
+            pass
+        elif isinstance(part, str):  # a union member's tag
+            if isinstance(node, dict | list) and not part.startswith("dict[" if isinstance(node, dict) else "list["):
+                return None
+            continue
+        parts.append(part)
+    return parts
+
+
+def _model_at(model: type[BaseModel] | None, parts: list[Any]) -> type[BaseModel] | None:
+    """The pydantic model that holds the field at parts[:-1] (for the keys it allows), or None."""
+    for p in parts[:-1]:
+        field = model.model_fields.get(p) if model is not None and isinstance(p, str) else None
+        ann = field.annotation if field is not None else None
+        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+    return model
+
+
+def _pydantic_errors(e: ValidationError, model: type[BaseModel], data: dict[str, Any], prefix: str = ""
+                     ) -> tuple[list[tuple[str, str]], list[list[Any]]]:
+    """A ValidationError as (path, message) pairs that name the dotted field, the value given and what is
+    allowed (an unknown key: the closest allowed one); and the paths (in data) of the values at fault."""
+    errors: dict[str, list[str]] = {}
+    faulty: list[list[Any]] = []
+    for err in e.errors():
+        parts = _locate(data, err["loc"], err["type"] == "missing")
+        if parts is None:
+            continue
+        path = ".".join(p for p in (prefix, _path(parts)) if p) or "<spec>"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            holder = _model_at(model, parts)
+            allowed = sorted(holder.model_fields) if holder is not None else []
+            close = _closest(str(parts[-1]), allowed)
+            where = path.rsplit(".", 1)[0] + "." if "." in path else ""
+            msg = (f"unknown key, not permitted (value {err['input']!r}); "
+                   + (f"did you mean {where + close[0]!r}?" if close else f"expected one of {allowed}"))
+        elif err["type"] != "missing" and not isinstance(err["input"], dict) and "got " not in msg:
+            msg += f" (got {err['input']!r})"
+        errors.setdefault(path, [])
+        if msg not in errors[path]:
+            errors[path].append(msg)
+        faulty.append(parts)
+    return [(p, "; or ".join(ms)) for p, ms in errors.items()], faulty
+
+
+def _drop(data: dict[str, Any], parts: list[Any]) -> str | None:
+    """Remove the value at parts (up to the first list in the way) so the field's default stands in; returns
+    the dotted path removed, None if nothing could be (an error of the whole spec)."""
+    cut = next((i for i, p in enumerate(parts) if isinstance(p, int)), len(parts))
+    parts = parts[:cut]
+    if not parts:
+        return None
+    node = data
+    for p in parts[:-1]:
+        node = node.get(p) if isinstance(node, dict) else None
+    if not isinstance(node, dict) or parts[-1] not in node:
+        return None
+    del node[parts[-1]]
+    return ".".join(parts)
+
+
+def _build(raw: dict[str, Any]) -> tuple[SweepSpec | None, list[tuple[str, str]], frozenset[str]]:
+    """The spec from its YAML mapping, with every problem of its fields: each invalid value is reported, then
+    replaced by its default (an unknown key removed) and the model built again, so the checks across fields
+    (load_spec) can still run on the rest. Returns (spec or None, errors, the paths replaced)."""
+    data = copy.deepcopy(raw)
+    errors: list[tuple[str, str]] = []
+    unsure: set[str] = set()
+    for _ in range(4):  # field errors, then the errors of validators that need valid fields
+        try:
+            return SweepSpec(**data), errors, frozenset(unsure)
+        except ValidationError as e:
+            found, faulty = _pydantic_errors(e, SweepSpec, data)
+            errors += [(p, m) for p, m in found if not m.startswith("task.name:")]  # load_spec names it
+            if "name" not in data or not isinstance(data.get("name"), str):
+                data["name"] = "spec"  # a placeholder, to check the rest
+            dropped = [_drop(data, parts) for parts in faulty if parts and parts != ["name"]]
+            if not dropped or None in dropped:
+                return None, errors, frozenset(unsure)
+            unsure.update(d for d in dropped if d)
+    return None, errors, frozenset(unsure)
+
+
+def _read(source: str | Path | dict[str, Any]) -> dict[str, Any]:
     if isinstance(source, dict):
         raw = source
     else:
@@ -379,27 +532,45 @@ def load_spec(source: str | Path | dict[str, Any]) -> SweepSpec:
             raise SpecError([(str(path), f"malformed YAML: {e}")]) from None
     if not isinstance(raw, dict):
         raise SpecError([("<spec>", f"expected a mapping at the top level, got {type(raw).__name__}")])
+    return raw
+
+
+def preflight_errors(spec: SweepSpec) -> list[tuple[str, str]]:
+    """The task's checks of this machine (data files there and whole, the game installed), on its settings
+    without the keys it does not know (a typo does not hide a missing data folder); nothing if other settings
+    are invalid (the check might read one of them)."""
+    task = {k: v for k, v in spec.task.items() if k != "name"}
+    try:
+        settings = spec.task_cls.settings_model(**task)
+    except ValidationError as e:
+        if any(err["type"] != "extra_forbidden" for err in e.errors()):
+            return []
+        unknown = {err["loc"][0] for err in e.errors()}
+        settings = spec.task_cls.settings_model(**{k: v for k, v in task.items() if k not in unknown})
+    return spec.task_cls.preflight(settings)
+
+
+def load_spec(source: str | Path | dict[str, Any], *, preflight: bool = False) -> SweepSpec:
+    """Parse and validate a spec (a YAML path or a dict). Raises SpecError listing every problem by path, all
+    at once: the fields, the space, the checks across fields and, with ``preflight``, the task's checks of this
+    machine (data files, the game), which ``rims sweep run`` / ``local`` / ``validate`` and ``rims rl train``
+    ask for (``rims sweep submit`` does not: the data are where the sweep runs)."""
+    raw = _read(source)
     errors: list[tuple[str, str]] = []
     task = raw.get("task")
     if not isinstance(task, dict) or task.get("name") not in TASKS:
         got = task.get("name") if isinstance(task, dict) else task
-        errors.append(("task.name", f"expected one of {sorted(TASKS)}, got {got!r}"))
-    try:
-        spec = SweepSpec(**raw)
-    except ValidationError as e:
-        for err in e.errors():
-            path = ".".join(str(p) for p in err["loc"]) or "<spec>"
-            msg = err["msg"].removeprefix("Value error, ")
-            if path == "<spec>" and msg.startswith("task.name:"):
-                continue  # reported above with its path
-            shown = err["type"] != "missing" and not isinstance(err["input"], dict)
-            errors.append((path, msg + (f" (got {err['input']!r})" if shown else "")))
-        raise SpecError(errors) from None
-    if errors:
-        raise SpecError(errors)
-    errors = validate(spec)
-    if errors:
-        raise SpecError(errors)
+        close = difflib.get_close_matches(str(got), sorted(TASKS), n=1)
+        errors.append(("task.name", f"expected one of {sorted(TASKS)}, got {got!r}"
+                                    + (f"; did you mean {close[0]!r}?" if close else "")))
+    spec, field_errors, unsure = _build(raw)
+    errors += field_errors
+    if spec is not None:
+        errors += validate(spec, unsure)
+        if preflight:
+            errors += preflight_errors(spec)
+    if errors or spec is None:
+        raise SpecError(list(dict.fromkeys(errors)) or [("<spec>", "invalid")])
     return spec
 
 

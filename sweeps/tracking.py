@@ -30,6 +30,7 @@ __all__ = [
     "TAG_SEED",
     "TAG_SWEEP",
     "TAG_TRIAL",
+    "TAG_VARYING",
     "NullTracker",
     "RunWriter",
     "SweepTracker",
@@ -42,10 +43,38 @@ __all__ = [
     "read_ops",
     "replay",
     "replay_paths",
+    "run_name",
     "sweep_tags",
 ]
 
 TAG_SWEEP, TAG_TRIAL, TAG_SEED, TAG_CONFIG = "rims.sweep_id", "rims.trial_id", "rims.seed", "rims.config_id"
+TAG_VARYING = "rims.varying"  # the spec keys the sweep varies, comma-separated: its trial runs are named by them
+
+
+def run_name(config: dict[str, Any], varying: list[str]) -> str:
+    """A trial run's name: what differs between the sweep's trials, under the spec's names (e.g. ``rims
+    num_units=6 top_k=4 comm.enabled=true seed=0``): model.kind's value, then each varied key the
+    configuration has (RIM-only keys are absent from a baseline's) as ``key=value``, the key without its
+    section (``model.``, ``optim.``, ``task.``) unless that is ambiguous, then the seed. A function of the
+    configuration alone, so a resumed trial, or the same configuration and seed, gets the same name."""
+    tails = [k.split(".", 1)[-1] for k in varying]
+    parts = [_short(config["model.kind"])] if "model.kind" in config else []
+    for key, tail in zip(varying, tails, strict=True):
+        if key in config and key not in ("model.kind", "seed"):
+            parts.append(f"{tail if tails.count(tail) == 1 else key}={_short(config[key])}")
+    if "seed" in config:
+        parts.append(f"seed={config['seed']}")
+    return " ".join(parts).replace("'", "").replace("\\", "")[:200] or "trial"
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list | dict):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
 
 
 def absolute_tracking_uri(uri: str | None, cwd: Path | None = None) -> str:
@@ -237,7 +266,7 @@ class RunWriter:
                               for k in run.data.metrics}
                 return 0
             parent = self._parent(exp, op)
-            run = self.client.create_run(exp, run_name=op["trial_id"], tags={
+            run = self.client.create_run(exp, run_name=self._name(exp, op), tags={
                 **({"mlflow.parentRunId": parent} if parent else {}), TAG_SWEEP: op["sweep_id"],
                 TAG_TRIAL: op["trial_id"], TAG_SEED: str(op["config"].get("seed")), **op["tags"]})
             self.run_id, self.steps = run.info.run_id, {}
@@ -275,6 +304,21 @@ class RunWriter:
         else:
             raise ValueError(f"tracking: unknown operation {kind!r}")
         return 0
+
+    def _name(self, experiment_id: str, op: dict[str, Any]) -> str:
+        """The new trial run's name (run_name) from the sweep's varied keys (its tags), unique in the sweep: a
+        name the sweep already has (two trials of one configuration and seed) gets " #2", " #3", ... A sweep
+        without the tag (started before names) keeps naming its runs by trial id."""
+        varying = op["tags"].get(TAG_VARYING)
+        if varying is None:
+            return op["trial_id"]
+        name = run_name(op["config"], [k for k in varying.split(",") if k])
+        taken = {r.info.run_name for r in self.client.search_runs([experiment_id], max_results=1000, filter_string=(
+            f"tags.`{TAG_SWEEP}` = '{op['sweep_id']}' and attributes.run_name LIKE '{name}%'"))}
+        k = 1
+        while (candidate := name if k == 1 else f"{name} #{k}") in taken:
+            k += 1
+        return candidate
 
     def _parent(self, experiment_id: str, op: dict[str, Any]) -> str | None:
         if op.get("parent_run_id"):

@@ -91,14 +91,16 @@ class Case:
 CASES = [
     # wrong types
     Case("type/model.hidden_size", RUN, r"model\.hidden_size", r"valid integer", with_("model/hidden_size", "big")),
-    Case("type/seeds", RUN, r"\bseeds\b", r"valid integer|valid list", with_("seeds", "three")),
+    Case("type/seeds", RUN, r"\bseeds\b", r"positive number of seeds or a list of integer seeds, got 'three'",
+         with_("seeds", "three")),
     Case("type/model.comm.enabled", RUN, r"model\.comm\.enabled", r"valid boolean",
          with_("model/comm", {"enabled": "maybe"})),
     Case("type/model.kind", RUN, r"model\.kind", r"'rims', 'lstm' or 'gru'", with_("model/kind", "transformer")),
     # unknown keys
     Case("unknown/top", RUN, r"\bcolour\b", r"not permitted", with_("colour", "red")),
-    Case("unknown/task", RUN, r"task\.blnk", r"not permitted", with_("task/blnk", 3)),
-    Case("unknown/model", RUN, r"model\.num_unit\b", r"not permitted", with_("model/num_unit", 3)),
+    Case("unknown/task", RUN, r"task\.blnk", r"not permitted.*did you mean 'task\.blank'", with_("task/blnk", 3)),
+    Case("unknown/model", RUN, r"model\.num_unit\b", r"not permitted.*did you mean 'model\.num_units'",
+         with_("model/num_unit", 3)),
     Case("unknown/optim", RUN, r"optim\.learning_rate", r"not permitted", with_("optim/learning_rate", 0.1)),
     # constraints across fields
     Case("top_k>num_units", RUN, r"model\.top_k", r"top_k must be <= num_units", with_("model/top_k", 4)),
@@ -145,6 +147,8 @@ CASES = [
     Case("flag/--resume-nothing", (*RUN, "--resume"), r"--resume", r"no sweep named 'bad' under", BASE),
     Case("submit/bad-spec", ("sweep", "submit", "{spec}", "--address", "http://127.0.0.1:9"), r"optim\.lr",
          r"greater than 0", with_("optim/lr", -1)),
+    Case("dashboard/no-study", ("sweep", "dashboard", "{spec}", "--storage-path", "{results}"), r"--storage-path",
+         r"no Optuna study of sweep 'bad' under .*search\.algorithm: optuna", BASE),
     # the local runner
     Case("local/optuna", LOCAL, r"search\.algorithm", r"grid and random .*use `rims sweep run`",
          with_("search/algorithm", "optuna")),
@@ -309,3 +313,65 @@ def test_bad_input_is_refused_clearly_and_starts_nothing(case, tmp_path, monkeyp
     if left:
         problems.append(f"results folder holds {left}")
     assert not problems, "\n".join(problems) + f"\n--- stderr (tail) ---\n{err[-2500:]}"
+
+
+# one spec, a problem at every stage of the checks: unknown keys (top level and nested), types, ranges, the
+# space, search / stop / resources, the constraint across fields, the task's data files on this machine
+MANY = {
+    "name": "many",
+    "task": {"name": "smnist", "source": "mnist", "data_dir": "{tmp}/nowhere", "train_resolutin": 14},
+    "model": {"kind": "rims", "hidden_size": 60, "num_units": 6, "top_k": 9, "comm": {"enabld": True}},
+    "optim": {"lr": 0, "batch_size": "big"},
+    "space": {"model.topk": {"grid": [1, 2]}, "optim.lr": {"loguniform": [0, 1]}},
+    "search": {"metric": "val/loss"},
+    "stop": {"metric": "val/ce"},
+    "resources": {"cpu": 0},
+    "seeds": "three",
+    "colour": "red",
+}
+EXPECTED = [  # (dotted field, the value given, what is allowed)
+    ("task.train_resolutin", "value 14", "did you mean 'task.train_resolution'"),
+    ("model.comm.enabld", "value True", "did you mean 'model.comm.enabled'"),
+    ("colour", "value 'red'", r"expected one of \[.*'seeds'"),
+    ("model.top_k", "top_k=9 > num_units=6", "top_k must be <= num_units"),
+    ("optim.lr", "got 0", "greater than 0"),
+    ("optim.batch_size", "got 'big'", "valid integer"),
+    ("space.model.topk", "'model.topk'", "did you mean 'model.top_k'"),
+    ("space.optim.lr.loguniform", r"got \[0, 1\]", "low > 0"),
+    ("space.optim.lr", r"got \{'loguniform'", "every space entry must be a grid"),
+    ("search.metric", "'val/loss'", r"the task reports \[.*'val/ce'"),
+    ("stop", "stop.metric", "give both or neither"),
+    ("resources.cpu", "got 0", "greater than 0"),
+    ("seeds", "got 'three'", "positive number of seeds or a list"),
+    ("task.data_dir", "nowhere", "no such directory.*download them from"),
+]
+
+
+@pytest.mark.parametrize("argv", [RUN, LOCAL, ("sweep", "validate", "{spec}")], ids=["run", "local", "validate"])
+def test_every_problem_of_a_spec_in_one_run(argv, tmp_path, monkeypatch, capsys):
+    """Fourteen problems across every stage of the checks come out of one run, each with its field, the value
+    given and what is allowed; nothing starts, no MLflow run exists."""
+    import ray
+    import ray.tune
+
+    import sweeps.local
+
+    monkeypatch.setenv("RAY_ADDRESS", "")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(ray.tune, "Tuner", _NoTuner)
+    monkeypatch.setattr(sweeps.local, "ProcessPoolExecutor", _refuse("a local trial"))
+    monkeypatch.setattr(ray, "init", _refuse("Ray (ray.init): the spec was not refused before connecting"))
+    db, results = tmp_path / "mlflow.db", tmp_path / "results"
+    paths = {"tmp": str(tmp_path), "spec": str(tmp_path / "spec.yaml"), "uri": f"sqlite:///{db}",
+             "results": str(results), "address": ""}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(_format(MANY, paths)))
+    code = main([a.format(**paths) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.splitlines()
+    for field, given, allowed in EXPECTED:
+        line = next((ln for ln in lines if ln.strip().startswith(field + ":")), None)
+        assert line is not None, f"{field} not reported:\n{err}"
+        assert re.search(given, line) and re.search(allowed, line), f"{field}: {line}"
+    assert len([ln for ln in lines if ln.startswith("  ")]) == len(EXPECTED), err  # each problem once
+    assert not db.exists() and not results.exists()

@@ -23,6 +23,7 @@ RAW = {"name": "loc", "experiment": "loc", "task": {"name": "copying", "blank": 
        "stop": {"metric": "val/acc", "threshold": 1.0, "mode": "max"}}  # never met: the trials complete
 
 
+@pytest.mark.slow
 def test_offline_sweep_replays_into_the_same_hierarchy_and_resumes(tmp_path):
     spec = load_spec(RAW)
     res = run_local(spec, yaml.safe_dump(RAW), tmp_path / "out", jobs=2)
@@ -40,6 +41,8 @@ def test_offline_sweep_replays_into_the_same_hierarchy_and_resumes(tmp_path):
     assert len(parent) == 1 and parent[0].info.status == "FINISHED"
     assert parent[0].data.metrics["sweep/errored"] == 2 and parent[0].data.params["search.algorithm"] == "grid"
     assert {r.data.tags["mlflow.parentRunId"] for r in kids} == {parent[0].info.run_id} and len(kids) == 4
+    assert {r.info.run_name for r in kids} == {"rims blank=3 seed=0", "rims blank=100000000000 seed=0",
+                                               "lstm blank=3 seed=0", "lstm blank=100000000000 seed=0"}
     by = {(r.data.params["model.kind"], r.data.params["task.blank"]): r for r in kids}
     for kind in ("rims", "lstm"):
         ok, bad = by[(kind, "3")], by[(kind, str(10**11))]
@@ -55,6 +58,7 @@ def test_offline_sweep_replays_into_the_same_hierarchy_and_resumes(tmp_path):
     assert json.loads((tmp_path / "out" / "sweep.json").read_text())["sweep_id"] == res.sweep_id
 
 
+@pytest.mark.slow
 def test_stopping_rule_and_live_logging(tmp_path):
     raw = {**RAW, "space": {"model.kind": {"grid": ["rims"]}},
            "stop": {"metric": "val/ce", "threshold": 100.0, "mode": "min"}}  # met at the first report

@@ -28,6 +28,7 @@ SPEC = {"name": "pong_smoke", "task": {"name": "atari", "env": "ALE/Pong-v5"},
         "space": {"model.kind": {"grid": ["rims", "lstm"]}}}
 
 
+@pytest.mark.slow
 def test_atari_spec_on_tune_logs_like_a_supervised_sweep(tmp_path):
     with mlflow_server(tmp_path / "store") as uri:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
@@ -74,6 +75,7 @@ def test_atari_spec_on_tune_logs_like_a_supervised_sweep(tmp_path):
         assert sorted(r.split(" | ")[1] for r in iqm_rows) == ["lstm", "rims"]
 
 
+@pytest.mark.slow
 def test_rims_rl_train_smoke_and_resume(tmp_path):
     with mlflow_server(tmp_path / "store") as uri:
         out = tmp_path / "pong"
@@ -89,9 +91,38 @@ def test_rims_rl_train_smoke_and_resume(tmp_path):
         child = next(r for r in runs if r.data.tags.get("mlflow.parentRunId"))
         assert child.info.status == "FINISHED" and child.data.params["model.top_k"] == "2"
         assert child.data.metrics["step"] == 64
+        assert child.info.run_name == "rims seed=0"
+        # where the run is: experiment, run id, and the runs table of the server (not its GenAI overview)
+        where = (f"MLflow: experiment 'atari' (id {exp.experiment_id}), run {child.info.run_id} 'rims seed=0' "
+                 f"under parent run {child.data.tags['mlflow.parentRunId']}")
+        assert where in done.stdout, done.stdout
+        assert f"browse: {uri}/#/experiments/{exp.experiment_id}/runs/{child.info.run_id}" in done.stdout
         again = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
-        assert again.returncode == 0 and "completed" in again.stdout
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert (f"pong-rims-s0: already finished at step 64; nothing trained (delete {out} or use a new --out to "
+                "train again)") in again.stdout, again.stdout
+        assert where in again.stdout
         assert len(client.search_runs([exp.experiment_id])) == 2, "a finished run is not trained or logged again"
+
+
+@pytest.mark.slow
+def test_rims_rl_train_says_where_a_local_store_is(tmp_path):
+    """With the default store (sqlite in the working directory) the run's file and the `mlflow ui` command
+    that serves it are printed; a rerun after the run finished trains nothing and says so."""
+    out = tmp_path / "pong"
+    cmd = [RIMS, "rl", "train", "--model", "lstm", "--hidden-size", "16", "--out", str(out), "--smoke"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    db = tmp_path / "mlflow.db"
+    client = MlflowClient(f"sqlite:///{db}")
+    (child,) = [r for r in client.search_runs([client.get_experiment_by_name("atari").experiment_id])
+                if r.data.tags.get("mlflow.parentRunId")]
+    assert f"run {child.info.run_id} 'lstm seed=0'" in done.stdout
+    assert f"store: {db}" in done.stdout
+    assert (f"browse: mlflow ui --backend-store-uri sqlite:///{db} --host 127.0.0.1 --port 5000, then "
+            f"http://127.0.0.1:5000/#/experiments/") in done.stdout
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert "already finished at step 64; nothing trained" in again.stdout and "completed" not in again.stdout
 
 
 @pytest.mark.parametrize("args,expected", [
@@ -116,7 +147,8 @@ def test_bad_rl_input_fails_before_anything_starts(tmp_path, args, expected):
 def test_an_atari_spec_with_a_gru_baseline_or_bad_task_key_is_refused():
     with pytest.raises(SpecError, match=r"model.kind: Expected 'rims' or 'lstm' for PPO"):
         load_spec({**SPEC, "space": {"model.kind": {"grid": ["rims", "gru"]}}})
-    with pytest.raises(SpecError, match=r"task.clip: Extra inputs are not permitted"):
+    with pytest.raises(SpecError, match=r"task.clip: unknown key, not permitted \(value 0.2\); did you mean "
+                                        r"'task.clip_param'\?"):
         load_spec({**SPEC, "task": {**SPEC["task"], "clip": 0.2}})
     spec = load_spec(SPEC)
     assert (spec.optim.lr, spec.optim.batch_size, spec.optim.grad_clip) == (2.5e-4, 256, 0.5), "PPO's defaults"
