@@ -92,6 +92,7 @@ def test_lstm_baseline_matches_size_and_encoder(local_ray):
         algo.stop()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stack", ["new", "old"])
 def test_reports_checkpoints_and_resume_continue_the_same_training(local_ray, tmp_path, stack):
     """A trial killed after its first report resumes from that checkpoint: the step count, the position in the

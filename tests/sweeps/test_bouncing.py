@@ -189,6 +189,7 @@ def test_stepping_with_the_state_matches_the_whole_sequence(model):
 
 # ---------------------------------------------------------------------------------------------- learning
 @pytest.mark.learning
+@pytest.mark.slow
 def test_rim_learns_next_frame_prediction():
     """5 s on 2 idle CPU cores (14 s on a loaded machine). A model that ignores its input can do no better
     than the per-pixel mean occupancy of the training frames (its BCE, ~0.29 here); after 300 steps the RIM's

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.sweeps.servers import BIN, free_port, kill, mlflow_server, pids_with, wait_http
+from tests.sweeps.servers import BIN, GUARD_S, free_port, kill, mlflow_server, pids_with, wait_http, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -35,17 +34,14 @@ def cluster(tmp_path):
         subprocess.run([str(BIN / "ray"), "start", "--head", f"--port={gcs}", "--num-cpus=2",
                         "--node-ip-address=127.0.0.1", f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1",
                         "--include-dashboard=true", f"--temp-dir={temp}", "--disable-usage-stats", *agent_ports],
-                       check=True, env=env, capture_output=True, timeout=120)
+                       check=True, env=env, capture_output=True, timeout=GUARD_S)
         started_ray = True
         with mlflow_server(tmp_path, env) as ml_url:
             wait_http(f"http://127.0.0.1:{dash}/api/version")
-            # the job agent registers a few seconds after the dashboard answers: wait for a trivial job
-            for _ in range(60):
-                probe = subprocess.run([str(BIN / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dash}",
-                                        "--", "true"], env=env, capture_output=True, text=True, timeout=120)
-                if probe.returncode == 0:
-                    break
-                time.sleep(2)
+            # the job agent registers a while after the dashboard answers: until a trivial job runs
+            probe = [str(BIN / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dash}", "--", "true"]
+            wait_until(lambda: subprocess.run(probe, env=env, capture_output=True, timeout=GUARD_S).returncode == 0,
+                       "a trivial job through `ray job submit`")
             yield {"env": env, "gcs": gcs, "dashboard": f"http://127.0.0.1:{dash}", "mlflow": ml_url}
     finally:
         if started_ray:
@@ -62,7 +58,7 @@ def test_ray_job_submit_sweep_to_a_running_cluster_logs_to_an_mlflow_server(clus
     # `rims sweep submit` runs `ray job submit --working-dir . -- rims sweep run SPEC --address auto ...`
     cmd = [str(BIN / "rims"), "sweep", "submit", str(spec), "--address", cluster["dashboard"],
            "--mlflow-uri", cluster["mlflow"], "--storage-path", str(tmp_path / "results"), "--quiet"]
-    proc = subprocess.run(cmd, env=cluster["env"], capture_output=True, text=True, timeout=600, cwd=REPO)
+    proc = subprocess.run(cmd, env=cluster["env"], capture_output=True, text=True, timeout=GUARD_S, cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.stdout.startswith("+ ") and " job submit " in proc.stdout.splitlines()[0]
     assert "2 trials, 2 completed" in proc.stdout, proc.stdout[-3000:]

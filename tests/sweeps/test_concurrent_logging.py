@@ -9,7 +9,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from sweeps.tracking import SweepTracker, TrialTracker
-from tests.sweeps.servers import mlflow_server
+from tests.sweeps.servers import GUARD_S, mlflow_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -31,15 +31,18 @@ def test_16_trials_logging_every_step_lose_nothing(tmp_path):
     with mlflow_server(tmp_path, workers=4, log=log) as uri:
         sweeper = SweepTracker(uri, "concurrent")
         parent = sweeper.start("sw", {}, {}, "")
-        ctx = multiprocessing.get_context("spawn")
+        # fresh processes, forked from one server that has imported MLflow once (16 imports cost a minute when
+        # the machine is loaded; the processes are still independent, each with its own client and connections)
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload([__name__])
         barrier, out = ctx.Barrier(TRIALS), ctx.Queue()
         procs = [ctx.Process(target=_trial, args=(uri, sweeper.experiment_id, parent, i, str(tmp_path / "spill"),
                                                   barrier, out)) for i in range(TRIALS)]
         for p in procs:
             p.start()
-        results = [out.get(timeout=600) for _ in procs]
+        results = [out.get(timeout=GUARD_S) for _ in procs]  # failure guards
         for p in procs:
-            p.join(timeout=60)
+            p.join(timeout=GUARD_S)
             assert p.exitcode == 0
         client = MlflowClient(uri)
         runs = client.search_runs([sweeper.experiment_id], filter_string="tags.`rims.trial_id` != ''")

@@ -3,17 +3,19 @@ duplicated, the parent run is the same, no metric step is logged twice."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
+
+from tests.sweeps.servers import GUARD_S, kill, session_pids, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -31,6 +33,23 @@ def finished_children(db: Path) -> int:
         return 0
 
 
+def kill_the_driver_once(driver: subprocess.Popen, db: Path, finished: int) -> int:
+    """SIGKILL the driver once `finished` child runs are FINISHED; return how many were by then. Waits until the
+    trial processes of its Ray instance, which stop by themselves when their raylet dies with the driver, are
+    gone; Ray's two agents take a minute to notice and run no trial code: they are killed then."""
+    try:
+        wait_until(lambda: finished_children(db) >= finished, f"{finished} finished trial runs", alive=driver)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(driver.pid, signal.SIGKILL)
+        driver.wait()
+    agents = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")
+    wait_until(lambda: not [c for c in session_pids(driver.pid).values() if not c.startswith(agents)],
+               "the killed driver's trial processes to exit")
+    kill(list(session_pids(driver.pid)))
+    return finished_children(db)
+
+
 def test_resume_after_sigkill_of_the_driver(tmp_path):
     spec = tmp_path / "resume.yaml"
     spec.write_text(yaml.safe_dump({
@@ -42,19 +61,13 @@ def test_resume_after_sigkill_of_the_driver(tmp_path):
     args = [str(BIN / "rims"), "sweep", "run", str(spec), "--storage-path", str(tmp_path / "results"),
             "--mlflow-uri", f"sqlite:///{db}", "--quiet"]
     env = {**os.environ, "RAY_ADDRESS": ""}
-    driver = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
+    driver = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
     # kill early, so that trials the searcher has not generated yet (max_concurrent 1) must be generated on resume
-    while finished_children(db) < 1 and time.time() < deadline and driver.poll() is None:
-        time.sleep(0.2)
-    assert driver.poll() is None, "the sweep ended before it could be interrupted"
-    assert finished_children(db) >= 1
-    os.kill(driver.pid, signal.SIGKILL)
-    driver.wait()
-    done_before = finished_children(db)
-    assert done_before < 6
-    time.sleep(2)
-    proc = subprocess.run([*args, "--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    done_before = kill_the_driver_once(driver, db, finished=1)
+    assert 1 <= done_before < 6
+    proc = subprocess.run([*args, "--resume"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=GUARD_S)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "6 trials, 6 completed" in proc.stdout, proc.stdout[-2000:]
     client = MlflowClient(f"sqlite:///{db}")
@@ -90,17 +103,12 @@ def test_optuna_sweep_resumes_after_sigkill_without_repeated_or_lost_suggestions
     args = [str(BIN / "rims"), "sweep", "run", str(spec), "--storage-path", str(tmp_path / "results"),
             "--mlflow-uri", f"sqlite:///{db}", "--quiet"]
     env = {**os.environ, "RAY_ADDRESS": ""}
-    driver = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while finished_children(db) < 3 and time.time() < deadline and driver.poll() is None:
-        time.sleep(0.2)
-    assert driver.poll() is None, "the sweep ended before it could be interrupted"
-    os.kill(driver.pid, signal.SIGKILL)
-    driver.wait()
-    done_before = finished_children(db)
+    driver = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    done_before = kill_the_driver_once(driver, db, finished=3)
     assert 3 <= done_before < samples * seeds
-    time.sleep(2)
-    proc = subprocess.run([*args, "--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([*args, "--resume"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=GUARD_S)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert f"{samples * seeds} trials, {samples * seeds} completed" in proc.stdout, proc.stdout[-2000:]
     client = MlflowClient(f"sqlite:///{db}")

@@ -204,6 +204,7 @@ def test_evaluate_reports_the_same_metric_names_for_every_model_kind(model):
 
 
 @pytest.mark.learning
+@pytest.mark.slow
 def test_rim_learns_digits_at_a_small_resolution():
     """~20 s of CPU (300 Adam steps of 64 sequences of 64 steps). Chance is 0.1 accuracy and ln 10 = 2.30
     ce; seeds 0..2 measured val acc 0.46-0.51, ce 1.38-1.48, so > 0.3 and < 2.0 show that the RIM classifies

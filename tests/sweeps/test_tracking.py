@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,11 +17,43 @@ from mlflow.tracking import MlflowClient
 
 from sweeps.cli import main
 from sweeps.tracking import SweepTracker, TrialTracker, is_transient, read_ops
-from tests.sweeps.servers import free_port, start_mlflow, stop_mlflow
+from tests.sweeps.servers import free_port, start_mlflow, stop_mlflow, wait_until
 
 pytestmark = pytest.mark.integration
 
 KEYS = ("loss", "acc", "val/ce")
+
+
+class Store:
+    """One `mlflow server` on one port and store, taken down and brought back by the tests (an outage)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root, self.port = root, free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.proc = start_mlflow(root, self.port)
+
+    def down(self) -> None:
+        stop_mlflow(self.proc)
+
+    def up(self) -> None:
+        if self.proc.poll() is not None:
+            self.proc = start_mlflow(self.root, self.port)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[Store]:
+    store = Store(tmp_path_factory.mktemp("store"))
+    try:
+        yield store
+    finally:
+        store.down()
+
+
+@pytest.fixture
+def store(server: Store) -> Store:
+    """The module's server, up (a test before may have left it down by failing)."""
+    server.up()
+    return server
 
 
 def metrics(step: int) -> dict[str, float]:
@@ -28,12 +61,25 @@ def metrics(step: int) -> dict[str, float]:
 
 
 def open_trial(uri: str, tmp_path: Path, **kw) -> tuple[TrialTracker, str]:
+    """A trial's tracker under a sweep of its own (tmp_path's name: the tests share a store)."""
+    sweep = tmp_path.name
     sweeper = SweepTracker(uri, "outage")
-    parent = sweeper.start("sw1", {"search.algorithm": "grid"}, {}, "name: sw1\n")
-    tracker = TrialTracker(uri, sweeper.experiment_id, parent, "sw1", "t0", {"seed": 0, "model.kind": "rims"},
+    parent = sweeper.start(sweep, {"search.algorithm": "grid"}, {}, f"name: {sweep}\n")
+    tracker = TrialTracker(uri, sweeper.experiment_id, parent, sweep, "t0", {"seed": 0, "model.kind": "rims"},
                            {}, experiment="outage", spill_dir=tmp_path / "spill", **kw)
     tracker.retry_every_s = 0.2
     return tracker, sweeper.experiment_id
+
+
+def retry_due(tracker: TrialTracker) -> None:
+    """Until the tracker's next try at the store is due (it tries at most every retry_every_s)."""
+    wait_until(lambda: time.monotonic() >= tracker._next_try, "the tracker's next try")
+
+
+def past_the_bound(tracker: TrialTracker) -> None:
+    """Until the tracker's outage has lasted longer than its bound (its next operation then spills)."""
+    wait_until(lambda: tracker._outage_since is None or time.monotonic() - tracker._outage_since
+               > tracker.max_outage_s, "an outage past the bound")
 
 
 def history(uri: str, run_id: str) -> dict[str, list[int]]:
@@ -41,90 +87,78 @@ def history(uri: str, run_id: str) -> dict[str, list[int]]:
     return {k: sorted(m.step for m in client.get_metric_history(run_id, k)) for k in KEYS}
 
 
-def test_points_logged_during_an_outage_arrive_after_it(tmp_path):
-    port = free_port()
-    server = start_mlflow(tmp_path, port)
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        tracker, _ = open_trial(uri, tmp_path)
-        for step in range(1, 6):
-            tracker.log(metrics(step), step)
-        stop_mlflow(server)  # the outage
-        for step in range(6, 16):
-            tracker.log(metrics(step), step)  # returns: training goes on
-        tracker.set_tags({"rims.note": "during the outage"})
-        assert len(tracker._queue) == 11, "the outage's operations are queued, in order"
-        assert not tracker.spill_path.exists(), "within the bound nothing is spilled"
-        server = start_mlflow(tmp_path, port)
-        time.sleep(0.3)
-        tracker.log(metrics(16), 16)  # the next report sends the queue first
-        assert tracker._queue == []
-        tracker.finish()
-        run = MlflowClient(uri).get_run(tracker.run_id)
-        assert run.info.status == "FINISHED" and run.data.tags["rims.note"] == "during the outage"
-        assert history(uri, tracker.run_id) == {k: list(range(1, 17)) for k in KEYS}
-    finally:
-        stop_mlflow(server)
+@pytest.mark.slow
+def test_points_logged_during_an_outage_arrive_after_it(tmp_path, store):
+    uri = store.uri
+    tracker, _ = open_trial(uri, tmp_path)
+    for step in range(1, 6):
+        tracker.log(metrics(step), step)
+    store.down()  # the outage
+    for step in range(6, 16):
+        tracker.log(metrics(step), step)  # returns: training goes on
+    tracker.set_tags({"rims.note": "during the outage"})
+    assert len(tracker._queue) == 11, "the outage's operations are queued, in order"
+    assert not tracker.spill_path.exists(), "within the bound nothing is spilled"
+    store.up()
+    retry_due(tracker)
+    tracker.log(metrics(16), 16)  # the next report sends the queue first
+    assert tracker._queue == []
+    tracker.finish()
+    run = MlflowClient(uri).get_run(tracker.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["rims.note"] == "during the outage"
+    assert history(uri, tracker.run_id) == {k: list(range(1, 17)) for k in KEYS}
 
 
-def test_past_the_bound_the_queue_spills_and_replay_sends_it_once(tmp_path, caplog, monkeypatch):
+@pytest.mark.slow
+def test_past_the_bound_the_queue_spills_and_replay_sends_it_once(tmp_path, store, caplog, monkeypatch):
     monkeypatch.setenv("RIMS_TRACKING_FINISH_S", "0")  # do not wait at finish: the store stays down
-    port = free_port()
-    server = start_mlflow(tmp_path, port)
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        tracker, _ = open_trial(uri, tmp_path, max_outage_s=0.0)
-        tracker.log(metrics(1), 1)
-        stop_mlflow(server)
-        ckpt = tmp_path / "tmp" / "state.pt"
-        ckpt.parent.mkdir()
-        ckpt.write_bytes(b"weights")
-        with caplog.at_level(logging.WARNING, logger="rims.tracking"):
-            for step in range(2, 8):
-                time.sleep(0.01)
-                tracker.log(metrics(step), step)
-            tracker.artifact(ckpt)
-            ckpt.unlink()  # a temporary checkpoint: the spill keeps its own copy
-            tracker.finish()
-        assert tracker.spilling and tracker.spill_path.exists()
-        assert str(tracker.spill_path) in caplog.text, "the spill path is logged"
-        ops = read_ops(tracker.spill_path)
-        assert ops[0]["op"] == "open" and ops[-1] == {"op": "finish", "status": "FINISHED"}
-        assert sorted(o["step"] for o in ops if o["op"] == "metrics") == list(range(2, 8))
-        server = start_mlflow(tmp_path, port)
-        assert main(["tracking", "replay", str(tracker.spill_path.parent), "--mlflow-uri", uri]) == 0
-        assert history(uri, tracker.run_id) == {k: list(range(1, 8)) for k in KEYS}
-        client = MlflowClient(uri)
-        assert client.get_run(tracker.run_id).info.status == "FINISHED"
-        assert [a.path for a in client.list_artifacts(tracker.run_id)] == ["config.json", "state.pt"]
-        assert main(["tracking", "replay", str(tracker.spill_path), "--mlflow-uri", uri]) == 0
-        assert history(uri, tracker.run_id) == {k: list(range(1, 8)) for k in KEYS}, "a second replay adds nothing"
-    finally:
-        stop_mlflow(server)
-
-
-def test_a_trial_that_spilled_sends_its_file_itself_once_the_store_is_back(tmp_path):
-    port = free_port()
-    server = start_mlflow(tmp_path, port)
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        tracker, _ = open_trial(uri, tmp_path, max_outage_s=0.0)
-        tracker.log(metrics(1), 1)
-        stop_mlflow(server)
-        for step in range(2, 5):
-            time.sleep(0.01)
+    uri = store.uri
+    tracker, _ = open_trial(uri, tmp_path, max_outage_s=0.0)
+    tracker.log(metrics(1), 1)
+    store.down()
+    ckpt = tmp_path / "tmp" / "state.pt"
+    ckpt.parent.mkdir()
+    ckpt.write_bytes(b"weights")
+    with caplog.at_level(logging.WARNING, logger="rims.tracking"):
+        for step in range(2, 8):
             tracker.log(metrics(step), step)
-        assert tracker.spilling
-        server = start_mlflow(tmp_path, port)
-        time.sleep(0.3)
-        tracker.log(metrics(5), 5)  # appended to the spill file, which is then sent: back to live logging
-        assert not tracker.spilling and not tracker.spill_path.exists()
-        tracker.log(metrics(6), 6)
+            past_the_bound(tracker)
+        tracker.artifact(ckpt)
+        ckpt.unlink()  # a temporary checkpoint: the spill keeps its own copy
         tracker.finish()
-        assert history(uri, tracker.run_id) == {k: list(range(1, 7)) for k in KEYS}
-        assert MlflowClient(uri).get_run(tracker.run_id).info.status == "FINISHED"
-    finally:
-        stop_mlflow(server)
+    assert tracker.spilling and tracker.spill_path.exists()
+    assert str(tracker.spill_path) in caplog.text, "the spill path is logged"
+    ops = read_ops(tracker.spill_path)
+    assert ops[0]["op"] == "open" and ops[-1] == {"op": "finish", "status": "FINISHED"}
+    assert sorted(o["step"] for o in ops if o["op"] == "metrics") == list(range(2, 8))
+    store.up()
+    assert main(["tracking", "replay", str(tracker.spill_path.parent), "--mlflow-uri", uri]) == 0
+    assert history(uri, tracker.run_id) == {k: list(range(1, 8)) for k in KEYS}
+    client = MlflowClient(uri)
+    assert client.get_run(tracker.run_id).info.status == "FINISHED"
+    assert [a.path for a in client.list_artifacts(tracker.run_id)] == ["config.json", "state.pt"]
+    assert main(["tracking", "replay", str(tracker.spill_path), "--mlflow-uri", uri]) == 0
+    assert history(uri, tracker.run_id) == {k: list(range(1, 8)) for k in KEYS}, "a second replay adds nothing"
+
+
+@pytest.mark.slow
+def test_a_trial_that_spilled_sends_its_file_itself_once_the_store_is_back(tmp_path, store):
+    uri = store.uri
+    tracker, _ = open_trial(uri, tmp_path, max_outage_s=0.0)
+    tracker.log(metrics(1), 1)
+    store.down()
+    for step in range(2, 5):
+        tracker.log(metrics(step), step)
+        past_the_bound(tracker)
+    assert tracker.spilling
+    store.up()
+    retry_due(tracker)
+    tracker.log(metrics(5), 5)  # appended to the spill file, which is then sent: back to live logging
+    assert not tracker.spilling and not tracker.spill_path.exists()
+    tracker.log(metrics(6), 6)
+    tracker.finish()
+    assert history(uri, tracker.run_id) == {k: list(range(1, 7)) for k in KEYS}
+    assert MlflowClient(uri).get_run(tracker.run_id).info.status == "FINISHED"
 
 
 def test_an_operation_the_store_refuses_is_kept_with_its_reason_and_the_rest_goes_on(tmp_path):

@@ -12,6 +12,7 @@ from sweeps.space import resolve
 from sweeps.spec import base_config, load_spec
 from sweeps.tracking import SweepTracker
 from sweeps.trial import CHECKPOINT_FILE, nest, run_trial
+from tests.sweeps.servers import GUARD_S
 
 SPEC = {"name": "t", "task": {"name": "copying", "blank": 3, "test_blanks": [6], "eval_size": 16},
         "model": {"kind": "rims", "hidden_size": 12, "num_units": 3, "top_k": 2},
@@ -23,10 +24,17 @@ def config(**over):
     return resolve(flat)
 
 
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> str:
+    """One sqlite store for the module (creating one runs MLflow's migrations: seconds on a loaded machine)."""
+    return f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}"
+
+
 @pytest.fixture
-def ctx(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    sweeper = SweepTracker(uri, "trainable-test")
+def ctx(store, request):
+    """A sweep of the test's own, in an experiment of its own."""
+    uri = store
+    sweeper = SweepTracker(uri, f"trainable-{request.node.name}")
     parent = sweeper.start("sweep-1", {"search.algorithm": "grid"}, {}, "name: t\n")
     return {"tracking_uri": uri, "experiment_id": sweeper.experiment_id, "parent_run_id": parent,
             "sweep_id": "sweep-1", "seeds": [0], "tags": {"rims.git_sha": "abc"}, "cpus": 1}
@@ -104,6 +112,7 @@ def test_non_finite_loss_ends_the_trial_as_failed_with_its_reason(tmp_path, ctx)
     assert "non-finite loss" in run.data.tags["rims.failure"]
 
 
+@pytest.mark.slow
 def test_rims_eval_reevaluates_a_finished_trial_on_new_conditions(tmp_path, ctx):
     import subprocess
     import sys
@@ -114,7 +123,7 @@ def test_rims_eval_reevaluates_a_finished_trial_on_new_conditions(tmp_path, ctx)
     before = run.data.metrics["eval/ce_blank6"]
     proc = subprocess.run([sys.executable, "-m", "sweeps.cli", "eval", run.info.run_id, "--set",
                            "task.test_blanks=6,12", "--mlflow-uri", ctx["tracking_uri"]],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=GUARD_S)
     assert proc.returncode == 0, proc.stderr
     assert "eval/ce_blank12" in proc.stdout
     after = client.get_run(run.info.run_id)
@@ -122,5 +131,5 @@ def test_rims_eval_reevaluates_a_finished_trial_on_new_conditions(tmp_path, ctx)
     assert after.data.metrics["eval/ce_blank6"] == pytest.approx(before)  # same checkpoint, same fixed data
     assert [m.step for m in client.get_metric_history(run.info.run_id, "eval/ce_blank12")] == [6]
     bad = subprocess.run([sys.executable, "-m", "sweeps.cli", "eval", run.info.run_id, "--set", "model.top_k=3",
-                          "--mlflow-uri", ctx["tracking_uri"]], capture_output=True, text=True, timeout=300)
+                          "--mlflow-uri", ctx["tracking_uri"]], capture_output=True, text=True, timeout=GUARD_S)
     assert bad.returncode == 2 and "expected task.<key>=<value>" in bad.stderr
