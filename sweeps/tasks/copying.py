@@ -1,10 +1,11 @@
 """The copying task (Hochreiter & Schmidhuber; Arjovsky et al.), as in the RIMs paper.
 
-A sequence of length blank + 20: ten symbols drawn from 1..8, blank - 1 blanks (0), a marker (9), then
-ten more blanks during which the model must reproduce the ten symbols. Targets are 0 everywhere but
-the last ten positions. Inputs are one-hot over the 10 tokens, so a blank is never the null (zero) input.
+A sequence of length blank + 2n: n symbols drawn from 1..8 (the paper: n = 10, ``task.num_symbols``),
+blank - 1 blanks (0), a marker (9), then n more blanks during which the model must reproduce the n symbols.
+Targets are 0 everywhere but the last n positions. Inputs are one-hot over the 10 tokens, so a blank is never
+the null (zero) input.
 
-Shape legend: B batch, L = blank + 20 sequence length, V = 10 tokens.
+Shape legend: B batch, L = blank + 2n sequence length, V = 10 tokens.
 """
 
 from __future__ import annotations
@@ -33,23 +34,27 @@ __all__ = [
     "make_batch",
 ]
 
-NUM_SYMBOLS = 10  # symbols to remember
+NUM_SYMBOLS = 10  # symbols to remember (the paper's; task.num_symbols)
 VOCAB = 10  # 0 blank, 1..8 symbols, 9 marker
 MARKER = 9
 CHANCE_CE = math.log(8)  # cross-entropy of a uniform guess over the 8 symbols, 2.079
 
 
-def make_batch(batch_size: int, blank: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-    """Tokens x and targets y, each (B, L) int64, L = blank + 20."""
+def make_batch(batch_size: int, blank: int, generator: torch.Generator | None = None, *,
+               num_symbols: int = NUM_SYMBOLS) -> tuple[Tensor, Tensor]:
+    """Tokens x and targets y, each (B, L) int64, L = blank + 2 * num_symbols."""
     if blank < 1:
         raise ValueError(f"copying: Expected blank >= 1, got {blank}")
-    L = blank + 2 * NUM_SYMBOLS
-    symbols = torch.randint(1, 9, (batch_size, NUM_SYMBOLS), generator=generator)
+    if num_symbols < 1:
+        raise ValueError(f"copying: Expected num_symbols >= 1, got {num_symbols}")
+    n = num_symbols
+    L = blank + 2 * n
+    symbols = torch.randint(1, 9, (batch_size, n), generator=generator)
     x = torch.zeros(batch_size, L, dtype=torch.int64)
-    x[:, :NUM_SYMBOLS] = symbols
-    x[:, NUM_SYMBOLS + blank - 1] = MARKER
+    x[:, :n] = symbols
+    x[:, n + blank - 1] = MARKER
     y = torch.zeros(batch_size, L, dtype=torch.int64)
-    y[:, -NUM_SYMBOLS:] = symbols
+    y[:, -n:] = symbols
     return x, y
 
 
@@ -70,17 +75,19 @@ class CopyingModel(nn.Module):
 
 @dataclass(frozen=True)
 class CopyingMetrics:
-    ce: float  # mean cross-entropy over the 10 recall positions (chance: ln 8)
+    ce: float  # mean cross-entropy over the recall positions (chance: ln 8)
     ce_all: float  # mean over every position, as the official script computes it
     acc: float  # per-symbol accuracy over the recall positions
 
 
-def copying_metrics(logits: Tensor, y: Tensor) -> tuple[Tensor, CopyingMetrics]:
-    """logits (B, L, V), y (B, L) -> (the training loss = ce over recall positions, detached metrics)."""
+def copying_metrics(logits: Tensor, y: Tensor, num_symbols: int = NUM_SYMBOLS) -> tuple[Tensor, CopyingMetrics]:
+    """logits (B, L, V), y (B, L) -> (the training loss = ce over the last num_symbols (recall) positions,
+    detached metrics)."""
+    n = num_symbols
     ce_pos = F.cross_entropy(logits.transpose(1, 2), y, reduction="none")  # (B, L)
-    ce = ce_pos[:, -NUM_SYMBOLS:].mean()
+    ce = ce_pos[:, -n:].mean()
     with torch.no_grad():
-        acc = (logits[:, -NUM_SYMBOLS:].argmax(-1) == y[:, -NUM_SYMBOLS:]).float().mean()
+        acc = (logits[:, -n:].argmax(-1) == y[:, -n:]).float().mean()
         m = CopyingMetrics(ce=ce.item(), ce_all=ce_pos.mean().item(), acc=acc.item())
     return ce, m
 
@@ -90,6 +97,8 @@ class CopyingSettings(TaskSettings):
 
     blank: int = Field(50, ge=1, description="blank span of the training sequences (paper: 50)")
     test_blanks: list[int] = Field([200], description="blank spans evaluated out of distribution (paper: 200)")
+    num_symbols: int = Field(NUM_SYMBOLS, ge=1, description="symbols to copy (paper: 10); chance stays ln 8 "
+                             "per recall position")
     loss: Literal["ce", "ce_all"] = Field(
         "ce", description="training loss: ce over the 10 recall positions, or ce_all over every position "
         "(the official script's definition)")
@@ -110,17 +119,20 @@ class CopyingTask(Task):
     settings_model = CopyingSettings
     objective = ("val/ce", "min")
     metric_docs = {
-        "ce": "mean cross-entropy over the 10 recall positions (chance: ln 8 = 2.079)",
-        "ce_all": "mean cross-entropy over every position, as the official RIMs script computes it",
-        "acc": "per-symbol accuracy over the 10 recall positions (chance: 1/8)",
+        "ce": "mean cross-entropy over the recall positions (chance: ln 8 = 2.079)",
+        "ce_all": "mean cross-entropy over every position, as the official RIMs script computes it (chance "
+                  "depends on blank and num_symbols: a model that knows where blanks go scores "
+                  "ln 8 * num_symbols / (blank + 2 * num_symbols))",
+        "acc": "per-symbol accuracy over the recall positions (chance: 1/8)",
     }
 
     def __init__(self, settings: CopyingSettings, model: dict, device: torch.device | str = "cpu") -> None:
         super().__init__(settings, model, device)
         gen = torch.Generator().manual_seed(EVAL_SEED)  # fixed by the task's settings, not the trial's seed
-        n = settings.eval_size
-        self._val = make_batch(n, settings.blank, gen)
-        self._eval = {b: make_batch(n, b, gen) for b in dict.fromkeys([settings.blank, *settings.test_blanks])}
+        n, k = settings.eval_size, settings.num_symbols
+        self._val = make_batch(n, settings.blank, gen, num_symbols=k)
+        self._eval = {b: make_batch(n, b, gen, num_symbols=k)
+                      for b in dict.fromkeys([settings.blank, *settings.test_blanks])}
 
     def build_model(self) -> nn.Module:
         m = self.model_settings
@@ -128,13 +140,13 @@ class CopyingTask(Task):
         return CopyingModel(m["kind"], m["hidden_size"], m.get("num_layers", 1), **rim).to(self.device)
 
     def sample_batch(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        x, y = make_batch(batch_size, self.settings.blank, generator)
+        x, y = make_batch(batch_size, self.settings.blank, generator, num_symbols=self.settings.num_symbols)
         return x.to(self.device), y.to(self.device)
 
     def loss(self, model: nn.Module, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, dict[str, float]]:
         x, y = batch
         logits = model(x)
-        ce, m = copying_metrics(logits, y)
+        ce, m = copying_metrics(logits, y, self.settings.num_symbols)
         loss = ce if self.settings.loss == "ce" else F.cross_entropy(logits.transpose(1, 2), y)
         return loss, {"ce": m.ce, "ce_all": m.ce_all, "acc": m.acc}
 
@@ -142,7 +154,7 @@ class CopyingTask(Task):
         out: dict[str, float] = {}
         for prefix, cond, (x, y) in [("val", "", self._val)] + [
                 ("eval", f"_blank{b}", xy) for b, xy in self._eval.items()]:
-            _, m = copying_metrics(model(x.to(self.device)), y.to(self.device))
+            _, m = copying_metrics(model(x.to(self.device)), y.to(self.device), self.settings.num_symbols)
             for name in ("ce", "ce_all", "acc"):
                 out[f"{prefix}/{name}{cond}"] = getattr(m, name)
         return out

@@ -11,6 +11,7 @@ import torch
 
 from sweeps.demo import DemoConfig, train_copying
 from sweeps.tasks.copying import CHANCE_CE, copying_metrics, make_batch
+from tests.sweeps.servers import GUARD_S
 
 
 def test_copying_batches_follow_the_task_definition():
@@ -26,8 +27,9 @@ def test_copying_batches_follow_the_task_definition():
 
 
 @pytest.mark.learning
+@pytest.mark.slow
 def test_rim_learns_copying_at_a_short_blank_length():
-    """~30 s on 2 CPU cores. A model without memory cannot beat chance (ce = ln 8 = 2.08, acc 1/8) on
+    """~30 s on 2 idle CPU cores. A model without memory cannot beat chance (ce = ln 8 = 2.08, acc 1/8) on
     the recall positions, so a train ce below 1.6 and an accuracy above 0.3 show the RIM is remembering."""
     torch.set_num_threads(2)
     out = train_copying(DemoConfig(steps=700, seed=0), log=lambda s: None)
@@ -40,9 +42,11 @@ def test_rim_learns_copying_at_a_short_blank_length():
 
 @pytest.mark.slow
 def test_rims_demo_cli_prints_the_loss_falling(tmp_path):
+    """The entry point for real, on a budget: 100 steps, the first 50 against the last 50 (learning itself is the
+    test above)."""
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    proc = subprocess.run([sys.executable, "-m", "sweeps.cli", "demo", "--steps", "200"], capture_output=True,
-                          text=True, env=env, cwd=tmp_path, timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "sweeps.cli", "demo", "--steps", "100"], capture_output=True,
+                          text=True, env=env, cwd=tmp_path, timeout=GUARD_S)
     assert proc.returncode == 0, proc.stderr
     assert "eval blank   20" in proc.stdout
     assert "train ce fell from" in proc.stdout
