@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint bench gpu-test clean
+.PHONY: test test-fast demo lint bench gpu-test clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,6 +15,11 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -m "not gpu"
+
+# the quick loop while editing: all but the tests marked slow (and gpu); CI runs `make test`
+test-fast: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -m "not gpu and not slow"
 
 demo: $(STAMP)
 	$(VENV)/bin/rims sweep run sweeps/specs/copying_demo.yaml
