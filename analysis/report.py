@@ -151,8 +151,8 @@ def _metrics_blocks(task: str | None, children: pa.Table, objective: str) -> lis
             f"data at each condition ({', '.join(conds) or 'none'}); `train/<metric>`: the training batches. The "
             f"search objective is {objective}.")
     if task == "copying":
-        text += (" Conditions blank<N>: sequences with a blank span of N (length N + 20); the training span is "
-                 "task.blank, the others test generalisation to longer sequences.")
+        text += (" Conditions blank<N>: sequences with a blank span of N (length N + 2 x task.num_symbols); the "
+                 "training span is task.blank, the others test generalisation to longer sequences.")
     return [Block("h2", "Metrics and chance levels"), Block("p", text), Block("md_table", "\n".join(lines))]
 
 
@@ -449,7 +449,7 @@ def _unit_figures(children: pa.Table, objective: str, mode: str, uri: str, figs:
     except ValueError as e:
         blocks.append(Block("p", f"No unit figures: {e}"))
         return []
-    x, _ = make_batch(64, task.settings.blank, torch.Generator().manual_seed(0))
+    x, _ = make_batch(64, task.settings.blank, torch.Generator().manual_seed(0), num_symbols=task.settings.num_symbols)
     blocks.append(Block("p", f"Unit activation of the RIM trial with the best {objective} (run {run_id}), on "
                              f"fixed sequences at the training blank span {task.settings.blank}:"))
     files = [*plots.activation_heatmap(model, x[:4], figs, tokens=x[:4]),

@@ -126,7 +126,7 @@ class StopSpec(_Strict):
 
 
 class ResourcesSpec(_Strict):
-    cpu: float = Field(1, gt=0, description="CPUs per trial (also the trial's torch threads, rounded up)")
+    cpu: float = Field(1, gt=0, description="CPUs Ray reserves per trial (each trial runs one torch thread)")
     gpu: float = Field(0, ge=0, description="GPUs per trial (a fraction shares one GPU)")
 
 

@@ -31,7 +31,7 @@ def test_copying_batches_follow_the_task_definition():
 def test_rim_learns_copying_at_a_short_blank_length():
     """~30 s on 2 idle CPU cores. A model without memory cannot beat chance (ce = ln 8 = 2.08, acc 1/8) on
     the recall positions, so a train ce below 1.6 and an accuracy above 0.3 show the RIM is remembering."""
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     out = train_copying(DemoConfig(steps=700, seed=0), log=lambda s: None)
     first, last = sum(out["ce"][:50]) / 50, sum(out["ce"][-50:]) / 50
     assert first > 1.9

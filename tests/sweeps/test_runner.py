@@ -182,8 +182,8 @@ def test_validate_prints_the_trials(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "sweeps.cli", "sweep", "validate", str(spec)], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert "18 trials (9 configurations x 2 seeds)" in proc.stdout
-    assert "model.kind=lstm  seed=1" in proc.stdout
+    assert "18 trials (3 configurations x 6 seeds)" in proc.stdout
+    assert "model.kind=lstm  seed=5" in proc.stdout
 
 
 def test_missing_mnist_dir_is_refused_before_any_run(tmp_path):
