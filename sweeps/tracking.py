@@ -117,11 +117,12 @@ def git_state(cwd: Path | None = None) -> tuple[str, bool]:
 
 def sweep_tags(spec_path: str | Path | None = None) -> dict[str, str]:
     """The parent run's provenance tags: git sha and dirty flag of the submitting tree (outside a repository,
-    of the spec file's folder) and package versions."""
+    of the spec file's folder), package versions, and the spec's path as given (the report's "Reproduce")."""
     sha, dirty = git_state()
     if sha == "unknown" and spec_path is not None:
         sha, dirty = git_state(Path(spec_path).resolve().parent)
     return {"rims.git_sha": sha, "rims.git_dirty": str(dirty),
+            **({"rims.spec_path": str(spec_path)} if spec_path is not None else {}),
             **{f"rims.version.{k}": v for k, v in package_versions().items()}}
 
 

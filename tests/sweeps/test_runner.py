@@ -85,7 +85,7 @@ def test_a_clean_sweep_names_runs_after_what_differs_and_fails_none(tmp_path, lo
            "space": {"model.kind": {"grid": ["rims", "lstm"]}, "model.comm.enabled": {"grid": [True, False]}}}
     before = set(ray._private.state.actors())
     res = run_sweep(load_spec(raw), yaml.safe_dump(raw), mlflow_uri=f"sqlite:///{tmp_path / 'm.db'}",
-                    storage_path=tmp_path / "results")
+                    storage_path=tmp_path / "results", spec_path="specs/clean.yaml")
     out = capsys.readouterr().out
     # the trials' actors end themselves when Tune stops them: none is SIGTERMed (a SIGTERM that lands while the
     # worker runs Python prints a "SystemExit: 1" traceback before the summary)
@@ -102,6 +102,7 @@ def test_a_clean_sweep_names_runs_after_what_differs_and_fails_none(tmp_path, lo
     assert {r.info.status for r in runs} == {"FINISHED"}
     assert [r.data.tags["rims.failure"] for r in runs if "rims.failure" in r.data.tags] == []
     assert client.get_run(res.parent_run_id).info.status == "FINISHED"
+    assert client.get_run(res.parent_run_id).data.tags["rims.spec_path"] == "specs/clean.yaml"  # the report's Reproduce
     kids = children(res.tracking_uri, res.experiment_id, res.sweep_id)
     names = {r.info.run_name for r in kids}
     assert names == {"rims comm.enabled=true seed=0", "rims comm.enabled=true seed=1",
