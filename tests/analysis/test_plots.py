@@ -266,25 +266,14 @@ def test_activation_plots_need_a_rim_core(tmp_path):
 
 
 def test_load_trial_model_rebuilds_the_trained_model(tmp_path):
-    from mlflow.tracking import MlflowClient
-
-    from sweeps.space import resolve
-    from sweeps.spec import base_config, load_spec
-    from sweeps.tracking import SweepTracker
-    from sweeps.trial import CHECKPOINT_FILE, run_trial
+    from sweeps.trial import CHECKPOINT_FILE
+    from tests.sweeps.logged import logged_trial
 
     spec = {"name": "t", "task": {"name": "copying", "blank": 3, "test_blanks": [6], "eval_size": 8},
             "model": {"kind": "rims", "hidden_size": 12, "num_units": 3, "top_k": 2},
             "optim": {"lr": 0.01, "batch_size": 4, "max_steps": 4, "eval_every": 2}}
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    sweeper = SweepTracker(uri, "plots-test")
-    parent = sweeper.start("sweep-1", {"search.algorithm": "grid"}, {}, "name: t\n")
-    ctx = {"tracking_uri": uri, "experiment_id": sweeper.experiment_id, "parent_run_id": parent,
-           "sweep_id": "sweep-1", "seeds": [0], "tags": {}, "cpus": 1}
-    run_trial(resolve({**base_config(load_spec(spec)), "seed": 0}), ctx, trial_id="p", checkpoint_dir=None,
-              report=lambda m, d: None)
-    client = MlflowClient(uri)
-    (run,) = client.search_runs([sweeper.experiment_id], filter_string="tags.`rims.trial_id` = 'p'")
+    uri, client, run = logged_trial(tmp_path, spec, "p", "plots-test")
+    parent = run.data.tags["mlflow.parentRunId"]
     task, model = load_trial_model(run.info.run_id, uri)
     assert task.name == "copying" and task.settings.blank == 3 and not model.training
     ckpt = torch.load(client.download_artifacts(run.info.run_id, CHECKPOINT_FILE, str(tmp_path)), weights_only=True)

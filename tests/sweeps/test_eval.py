@@ -9,12 +9,8 @@ import subprocess
 import sys
 
 import pytest
-from mlflow.tracking import MlflowClient
 
-from sweeps.space import resolve
-from sweeps.spec import base_config, load_spec
-from sweeps.tracking import SweepTracker
-from sweeps.trial import run_trial
+from tests.sweeps.logged import logged_trial
 
 pytestmark = pytest.mark.slow  # a real trial, then the real command in a subprocess, three times
 
@@ -25,16 +21,7 @@ SPEC = {"name": "ev", "task": {"name": "copying", "blank": 3, "test_blanks": [6]
 
 @pytest.fixture
 def trial(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    sweeper = SweepTracker(uri, "eval-test")
-    parent = sweeper.start("sweep-1", {"search.algorithm": "grid"}, {}, "name: ev\n")
-    ctx = {"tracking_uri": uri, "experiment_id": sweeper.experiment_id, "parent_run_id": parent,
-           "sweep_id": "sweep-1", "seeds": [0], "tags": {}, "cpus": 1}
-    run_trial(resolve({**base_config(load_spec(SPEC)), "seed": 0}), ctx, trial_id="e", checkpoint_dir=None,
-              report=lambda m, d: None)
-    client = MlflowClient(uri)
-    run = client.search_runs([sweeper.experiment_id], filter_string="tags.`rims.trial_id` = 'e'")[0]
-    return uri, client, run
+    return logged_trial(tmp_path, SPEC, "e", "eval-test")
 
 
 def histories(client, run_id):
