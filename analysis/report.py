@@ -25,6 +25,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from sweeps.keys import TAG_GIT_DIRTY, TAG_GIT_SHA, TAG_SPEC_PATH, TAG_SWEEP
+
 from .document import Block, to_html, to_markdown
 from .export import export_experiment
 from .metrics import chance_level, split_metric, task_metrics
@@ -48,25 +50,25 @@ class ReportResult:
 def select_sweep(runs: pa.Table, sweep_id: str | None) -> tuple[pa.Table, str | None, str | None]:
     """The runs of one sweep (default: the newest) and its parent run id. Experiments can hold several sweeps;
     sweep_id "all" takes every run of the experiment, "ID1,ID2" those sweeps together (no single parent then)."""
-    if "rims.sweep_id" not in runs.column_names or sweep_id == "all":
+    if TAG_SWEEP not in runs.column_names or sweep_id == "all":
         return runs, sweep_id, None
     parents = runs.filter(pc.is_null(runs["parent_run_id"]))
-    ids = [s for s in parents["rims.sweep_id"].to_pylist() if s]
+    ids = [s for s in parents[TAG_SWEEP].to_pylist() if s]
     if sweep_id is None:
         if not ids:
             return runs, None, None
         newest = pc.index(parents["start_time"], pc.max(parents["start_time"])).as_py()
-        sweep_id = parents["rims.sweep_id"][newest].as_py()
+        sweep_id = parents[TAG_SWEEP][newest].as_py()
     elif "," in sweep_id:
         wanted = [w.strip() for w in sweep_id.split(",") if w.strip()]
         unknown = [w for w in wanted if w not in ids]
         if unknown:
             raise ValueError(f"rims analyze: no sweep {unknown[0]!r} in this experiment; it holds {sorted(ids)}")
-        return runs.filter(pc.is_in(runs["rims.sweep_id"], pa.array(wanted))), sweep_id, None
+        return runs.filter(pc.is_in(runs[TAG_SWEEP], pa.array(wanted))), sweep_id, None
     elif sweep_id not in ids:
         raise ValueError(f"rims analyze: no sweep {sweep_id!r} in this experiment; it holds {sorted(ids)} (or "
                          "give 'all', or several ids separated by commas)")
-    chosen = runs.filter(pc.equal(runs["rims.sweep_id"], sweep_id))
+    chosen = runs.filter(pc.equal(runs[TAG_SWEEP], sweep_id))
     parent = chosen.filter(pc.is_null(chosen["parent_run_id"]))
     return chosen, sweep_id, (parent["run_id"][0].as_py() if parent.num_rows else None)
 
@@ -280,16 +282,16 @@ def _reproduce(experiment: str, uri: str, sweep: str | None, parent: str | None,
     q = shlex.quote
     smoke = " --smoke" if params.get("smoke", "").lower() == "true" else ""
     lines = []
-    sha = tags.get("rims.git_sha")
+    sha = tags.get(TAG_GIT_SHA)
     if sha and sha != "unknown":
-        dirty = tags.get("rims.git_dirty", "").lower() == "true"
+        dirty = tags.get(TAG_GIT_DIRTY, "").lower() == "true"
         lines.append(f"git checkout {sha}" + ("   # the sweep ran from a tree with uncommitted changes: they are not "
                                               "recorded" if dirty else "   # the commit the sweep ran from"))
     if have_spec:
         lines.append(f"rims sweep run {q(str(out / 'spec.yaml'))}{smoke} --mlflow-uri {q(uri)}   # the spec it ran, "
                      "as logged to its parent run (spec.yaml)")
-        if tags.get("rims.spec_path"):
-            lines.append(f"# submitted as: rims sweep run {q(tags['rims.spec_path'])}")
+        if tags.get(TAG_SPEC_PATH):
+            lines.append(f"# submitted as: rims sweep run {q(tags[TAG_SPEC_PATH])}")
         if parent:
             lines.append(f"# elsewhere: MLFLOW_TRACKING_URI={q(uri)} mlflow artifacts download --run-id {parent} "
                          "--artifact-path spec.yaml --dst-path .   # then rims sweep run spec.yaml")

@@ -31,6 +31,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from sweeps.keys import TAG_STOPPED_EARLY
+
 from .metrics import chance_level
 from .schema import BASE_COLUMNS, STAT_SUFFIXES
 from .stats import MIN_N, mean_ci, paired_permutation_test, permutation_test, too_few
@@ -130,8 +132,8 @@ def _select(runs: pa.Table, include_stopped_early: bool) -> tuple[pa.Table, list
         notes.append(f"excluded {k} child run{'s' * (k != 1)} not FINISHED ("
                      + ", ".join(f"{s}: {c}" for s, c in sorted(other.items(), key=lambda sc: str(sc[0]))) + ")")
     sel = child.filter(pc.equal(child["status"], "FINISHED"))
-    if "rims.stopped_early" in sel.column_names:
-        early = pc.fill_null(pc.equal(pc.utf8_lower(pc.cast(sel["rims.stopped_early"], pa.string())), "true"), False)
+    if TAG_STOPPED_EARLY in sel.column_names:
+        early = pc.fill_null(pc.equal(pc.utf8_lower(pc.cast(sel[TAG_STOPPED_EARLY], pa.string())), "true"), False)
         k = pc.sum(early.cast(pa.int64())).as_py() or 0
         if k and include_stopped_early:
             notes.append(f"{k} run{'s' * (k != 1)} stopped early (scheduler, stopping rule or time budget): "

@@ -1,20 +1,21 @@
 """rims_core: Recurrent Independent Mechanisms (Goyal et al., ICLR 2021) in pure PyTorch.
 
 ``RIM`` drops in for ``nn.LSTM`` / ``nn.GRU`` and ``RIMCell`` for ``nn.LSTMCell`` / ``nn.GRUCell``.
-This package imports nothing from ray, mlflow or optuna.
+This package imports nothing from ray, mlflow or optuna. Its names load on first use, so the configuration
+(``rims_core.config``: RIMConfig, the model kinds, the RIM-only keys) can be validated without importing torch.
 """
 
-from .cell import RIMCell
-from .config import CELLS, COMM_OUTPUTS, SELECTIONS, CommConfig, InputAttentionConfig, RIMConfig, RIMConfigError
-from .factory import MODEL_KINDS, build_recurrent, count_parameters, macs_per_step
-from .graphs import cuda_graphed
-from .rim import RIM, RIMTrace
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __all__ = [
     "CELLS",
     "COMM_OUTPUTS",
     "MODEL_KINDS",
     "RIM",
+    "RIM_ONLY_KEYS",
     "SELECTIONS",
     "CommConfig",
     "InputAttentionConfig",
@@ -27,3 +28,25 @@ __all__ = [
     "cuda_graphed",
     "macs_per_step",
 ]
+
+_WHERE = {
+    **dict.fromkeys(("CELLS", "COMM_OUTPUTS", "MODEL_KINDS", "RIM_ONLY_KEYS", "SELECTIONS", "CommConfig",
+                     "InputAttentionConfig", "RIMConfig", "RIMConfigError"), "config"),
+    "RIMCell": "cell",
+    **dict.fromkeys(("build_recurrent", "count_parameters", "macs_per_step"), "factory"),
+    "cuda_graphed": "graphs",
+    **dict.fromkeys(("RIM", "RIMTrace"), "rim"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    # PEP 562: import the submodule that defines a name the first time it is asked for
+    if name not in _WHERE:
+        raise AttributeError(f"module 'rims_core' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

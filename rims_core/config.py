@@ -18,6 +18,8 @@ __all__ = [
     "CELLS",
     "COMM_OUTPUTS",
     "DEFAULT_COMM_OUTPUT",
+    "MODEL_KINDS",
+    "RIM_ONLY_KEYS",
     "SELECTIONS",
     "CommConfig",
     "InputAttentionConfig",
@@ -25,6 +27,7 @@ __all__ = [
     "RIMConfigError",
 ]
 
+MODEL_KINDS = ("rims", "lstm", "gru")  # model.kind: a RIM or one of its torch baselines (rims_core.build_recurrent)
 CELLS = ("lstm", "gru")
 SELECTIONS = ("topk", "random", "all")
 # How an active unit's communication read r enters its state, and the bound on every |h| element it gives for
@@ -190,3 +193,8 @@ class RIMConfig:
     def to_dict(self) -> dict[str, Any]:
         """Nested plain dict, the form the sweep spec and MLflow params use (under ``model.``)."""
         return asdict(self)
+
+
+# RIMConfig's fields that only a RIM has: every field but hidden_size (nn.LSTM / nn.GRU share that). The spec's
+# model.* keys of the same names are varied and logged only for model.kind == "rims".
+RIM_ONLY_KEYS = tuple(f.name for f in fields(RIMConfig) if f.name != "hidden_size")

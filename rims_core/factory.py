@@ -10,12 +10,10 @@ from typing import Any
 
 from torch import nn
 
+from .config import MODEL_KINDS, RIM_ONLY_KEYS
 from .rim import RIM
 
-__all__ = ["MODEL_KINDS", "RIM_ONLY_KEYS", "build_recurrent", "count_parameters", "macs_per_step"]
-
-MODEL_KINDS = ("rims", "lstm", "gru")
-RIM_ONLY_KEYS = ("num_units", "top_k", "cell", "selection", "input_attention", "comm")
+__all__ = ["build_recurrent", "count_parameters", "macs_per_step"]
 
 
 def build_recurrent(

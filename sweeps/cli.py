@@ -37,7 +37,8 @@ def _load(path: str, preflight: bool = True):
 
 
 def _sweep_validate(args: argparse.Namespace) -> int:
-    from .space import resolve, trial_points, varying_keys
+    from .flat import resolve
+    from .space import trial_points, varying_keys
     from .tracking import run_name
 
     spec, _ = _load(args.spec)

@@ -22,12 +22,14 @@ import yaml
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
+from .flat import nest
+from .keys import TAG_REEVALUATED
 from .tasks import TASKS, RLTask
-from .trial import CHECKPOINT_FILE, load_checkpoint, nest
+from .trial import CHECKPOINT_FILE, load_checkpoint
 
 __all__ = ["EvalResult", "evaluate_run", "load_trial", "parse_overrides"]
 
-TAG_REEVALUATED = "rims.reevaluated"  # JSON list of the overrides of every `rims eval` of the run
+TAG_REEVALUATED = TAG_REEVALUATED  # JSON list of the overrides of every `rims eval` of the run
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:

@@ -23,9 +23,11 @@ from typing import Any
 
 import yaml
 
-from .space import config_id, resolve, trial_points, varying_keys
+from .flat import config_id, resolve
+from .keys import TAG_CONFIG, TAG_FAILURE, TAG_RUNNER, TAG_STOPPED_EARLY, TAG_VARYING
+from .space import trial_points, varying_keys
 from .spec import SpecError, SweepSpec, smoke_spec, sweep_params
-from .tracking import TAG_VARYING, SweepTracker, TrialTracker, absolute_tracking_uri, run_name, sweep_tags
+from .tracking import SweepTracker, TrialTracker, absolute_tracking_uri, run_name, sweep_tags
 from .trial import CHECKPOINT_FILE, run_trial
 
 __all__ = ["LocalResult", "run_local"]
@@ -132,7 +134,7 @@ def run_local(spec: SweepSpec, spec_text: str, out: str | Path, *, jobs: int = 1
     if state_file.exists():
         state = json.loads(state_file.read_text())
     else:
-        tags = {**sweep_tags(), "rims.runner": "local", TAG_VARYING: ",".join(varying_keys(spec))}
+        tags = {**sweep_tags(), TAG_RUNNER: "local", TAG_VARYING: ",".join(varying_keys(spec))}
         params = sweep_params(spec, smoke)
         state = {"sweep_id": f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}", "tags": tags, "params": params,
                  "spec": yaml.safe_load(spec_text) if spec_text else None, "experiment": experiment}
@@ -194,14 +196,14 @@ def _finish(spec: SweepSpec, results: dict[str, dict[str, Any]], ctx: dict[str, 
             continue
         flat = resolve(points[tid])
         tracker = TrialTracker(ctx["tracking_uri"], ctx["experiment_id"], ctx["parent_run_id"], ctx["sweep_id"],
-                               tid, flat, {**ctx["tags"], "rims.config_id": config_id(flat)},
+                               tid, flat, {**ctx["tags"], TAG_CONFIG: config_id(flat)},
                                experiment=ctx["experiment"], spill_dir=ctx["spill_dir"])
         if res["status"] == "errored":
             result.failures.append(f"{tid}: {res['error']}")
-            tracker.set_tags({"rims.failure": res["error"] or "error"})
+            tracker.set_tags({TAG_FAILURE: res["error"] or "error"})
             tracker.finish("FAILED")
         else:
-            tracker.set_tags({"rims.stopped_early": "true"})
+            tracker.set_tags({TAG_STOPPED_EARLY: "true"})
             tracker.finish("FINISHED")
     result.counts = counts
     summary = {"counts": counts, "failures": result.failures}

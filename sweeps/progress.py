@@ -15,7 +15,7 @@ from typing import Any
 
 from ray.tune import CLIReporter
 
-from .space import resolve
+from .flat import resolve
 from .tracking import run_name
 
 __all__ = ["SweepProgress", "TrialName", "quiet_worker_logs", "trial_dirname"]

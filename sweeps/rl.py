@@ -87,7 +87,7 @@ def _mlflow_lines(uri: str, res: Any) -> str:
     from mlflow.tracking import MlflowClient
 
     from .cli import runs_url
-    from .tracking import TAG_SWEEP, TAG_TRIAL
+    from .keys import TAG_SWEEP, TAG_TRIAL
 
     try:
         found = MlflowClient(uri).search_runs([res.experiment_id], max_results=1, filter_string=(

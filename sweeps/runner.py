@@ -23,10 +23,20 @@ from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, Repeater
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.trainable import wrap_function
 
+from .keys import (
+    TAG_CONFIG,
+    TAG_FAILURE,
+    TAG_SEED,
+    TAG_STOPPED_EARLY,
+    TAG_SUPERSEDED_BY,
+    TAG_SWEEP,
+    TAG_TRIAL,
+    TAG_VARYING,
+)
 from .progress import SweepProgress, TrialName, trial_dirname
 from .space import optuna_space, trial_points, varying_keys
 from .spec import SpecError, SweepSpec, preflight_errors, smoke_spec, sweep_params
-from .tracking import TAG_TRIAL, TAG_VARYING, SweepTracker, absolute_tracking_uri, is_local_uri, sweep_tags
+from .tracking import SweepTracker, absolute_tracking_uri, is_local_uri, sweep_tags
 from .trainable import train_trial
 
 __all__ = ["SweepResult", "check_cluster", "optuna_storage", "run_sweep", "trial_runs"]
@@ -256,19 +266,19 @@ def _finish(spec: SweepSpec, grid: Any, sweeper: SweepTracker, result: SweepResu
             # the trial's own account (its run's failure tag) first; else the error's last line, which names the
             # exception (the first is Ray's "ray::ImplicitFunc.train() (pid=...)" header)
             lines = [ln for ln in str(res.error).splitlines() if ln.strip()]
-            reason = (run.data.tags.get("rims.failure") if run else None) or (lines[-1] if lines else repr(res.error))
+            reason = (run.data.tags.get(TAG_FAILURE) if run else None) or (lines[-1] if lines else repr(res.error))
             result.failures.append(f"{trial_id}: {reason[:300]}")
             if run and run.info.status == "RUNNING":
-                client.set_tag(run.info.run_id, "rims.failure", reason[:500])
+                client.set_tag(run.info.run_id, TAG_FAILURE, reason[:500])
                 client.set_terminated(run.info.run_id, "FAILED")
         elif res.metrics and res.metrics.get("failed"):
             counts["failed"] += 1
-            reason = run.data.tags.get("rims.failure", "failed") if run else "failed"
+            reason = run.data.tags.get(TAG_FAILURE, "failed") if run else "failed"
             result.failures.append(f"{trial_id}: {reason}")
         elif res.metrics and res.metrics.get("step", 0) < spec.optim.max_steps:
             counts["stopped_early"] += 1  # by the scheduler: its last report stands, marked as such
             if run:
-                client.set_tag(run.info.run_id, "rims.stopped_early", "true")
+                client.set_tag(run.info.run_id, TAG_STOPPED_EARLY, "true")
                 if run.info.status == "RUNNING":
                     client.set_terminated(run.info.run_id, "FINISHED")
         else:
@@ -284,7 +294,7 @@ def trial_runs(client: Any, experiment_id: str, sweep_id: str) -> dict[str, Any]
     """The sweep's trial runs by trial id. The parent run carries the sweep's tag too, but no trial id: it is
     never one of them (it is still RUNNING while the trials are closed, and must not be taken for an orphan)."""
     runs = client.search_runs([experiment_id], max_results=10000, filter_string=(
-        f"tags.`rims.sweep_id` = '{sweep_id}' and tags.`{TAG_TRIAL}` != ''"))
+        f"tags.`{TAG_SWEEP}` = '{sweep_id}' and tags.`{TAG_TRIAL}` != ''"))
     return {r.data.tags[TAG_TRIAL]: r for r in runs if r.data.tags.get(TAG_TRIAL)}
 
 
@@ -296,12 +306,12 @@ def _close_orphans(client: Any, runs: dict[str, Any], known: set[str]) -> None:
     for trial_id, run in runs.items():
         if trial_id in known or run.info.status != "RUNNING":
             continue
-        twin = next((r for t, r in runs.items() if t in known and r.data.tags.get("rims.config_id") ==
-                     run.data.tags.get("rims.config_id") and r.data.tags.get("rims.seed") ==
-                     run.data.tags.get("rims.seed")), None)
-        client.set_tag(run.info.run_id, "rims.failure", "interrupted with the driver; "
-                       + (f"restarted as trial {twin.data.tags['rims.trial_id']} (run {twin.info.run_id})"
+        twin = next((r for t, r in runs.items() if t in known and r.data.tags.get(TAG_CONFIG) ==
+                     run.data.tags.get(TAG_CONFIG) and r.data.tags.get(TAG_SEED) ==
+                     run.data.tags.get(TAG_SEED)), None)
+        client.set_tag(run.info.run_id, TAG_FAILURE, "interrupted with the driver; "
+                       + (f"restarted as trial {twin.data.tags[TAG_TRIAL]} (run {twin.info.run_id})"
                           if twin else "not restarted"))
         if twin:
-            client.set_tag(run.info.run_id, "rims.superseded_by", twin.info.run_id)
+            client.set_tag(run.info.run_id, TAG_SUPERSEDED_BY, twin.info.run_id)
         client.set_terminated(run.info.run_id, "KILLED")

@@ -11,34 +11,16 @@ Rules every search follows:
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import math
 from typing import Any
 
 import numpy as np
 
-from .spec import RIM_ONLY, SweepSpec, base_config
+from .flat import is_rim_only, resolve
+from .spec import SweepSpec, base_config
 
-__all__ = ["OptunaSpace", "config_id", "expand", "is_rim_only", "optuna_space", "resolve", "trial_points",
-           "varying_keys"]
-
-
-def is_rim_only(key: str) -> bool:
-    return any(key == p or key.startswith(p + ".") for p in RIM_ONLY)
-
-
-def resolve(flat: dict[str, Any]) -> dict[str, Any]:
-    """A trial's flat config as it applies: RIM-only keys dropped for baselines, Tune's own keys dropped."""
-    kind = flat.get("model.kind")
-    return {k: v for k, v in flat.items()
-            if not k.startswith("__") and not (kind != "rims" and is_rim_only(k))}
-
-
-def config_id(flat: dict[str, Any]) -> str:
-    """A stable id of a configuration, the same for all its seeds (groups seeds in tables)."""
-    items = sorted((k, v) for k, v in resolve(flat).items() if k != "seed")
-    return hashlib.sha1(repr(items).encode()).hexdigest()[:10]
+__all__ = ["OptunaSpace", "expand", "optuna_space", "trial_points", "varying_keys"]
 
 
 def _valid(flat: dict[str, Any]) -> bool:

@@ -21,7 +21,6 @@ from .tasks import TASKS, RLTask
 
 __all__ = [
     "DISTRIBUTIONS",
-    "RIM_ONLY",
     "ModelSpec",
     "OptimSpec",
     "SchedulerSpec",
@@ -36,9 +35,6 @@ __all__ = [
 ]
 
 DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform", "int")
-# keys that exist only for model.kind == "rims": varied only for that kind, never logged for baselines
-RIM_ONLY = ("model.num_units", "model.top_k", "model.cell", "model.selection", "model.input_attention",
-            "model.comm")
 
 
 class SpecError(ValueError):
@@ -341,8 +337,8 @@ def _task_errors(spec: SweepSpec) -> list[tuple[str, str]]:
 def _check_rl(spec: SweepSpec) -> list[tuple[str, str]]:
     """An RL task's cross-field checks (the env exists, PPO can build the model, minibatch <= batch) on every
     configuration a grid or random sweep runs (on the base configuration for Optuna)."""
-    from .space import resolve, trial_points
-    from .trial import nest
+    from .flat import nest, resolve
+    from .space import trial_points
 
     points = [base_config(spec) | {"seed": 0}] if spec.search.algorithm == "optuna" else trial_points(spec)[:1000]
     errors: list[tuple[str, str]] = []

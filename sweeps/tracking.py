@@ -25,12 +25,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from .keys import (
+    TAG_GIT_DIRTY,
+    TAG_GIT_SHA,
+    TAG_SEED,
+    TAG_SPEC_PATH,
+    TAG_SWEEP,
+    TAG_TRIAL,
+    TAG_VARYING,
+    TAG_VERSION_PREFIX,
+)
+
 __all__ = [
-    "TAG_CONFIG",
-    "TAG_SEED",
-    "TAG_SWEEP",
-    "TAG_TRIAL",
-    "TAG_VARYING",
     "NullTracker",
     "RunWriter",
     "SweepTracker",
@@ -47,8 +53,6 @@ __all__ = [
     "sweep_tags",
 ]
 
-TAG_SWEEP, TAG_TRIAL, TAG_SEED, TAG_CONFIG = "rims.sweep_id", "rims.trial_id", "rims.seed", "rims.config_id"
-TAG_VARYING = "rims.varying"  # the spec keys the sweep varies, comma-separated: its trial runs are named by them
 
 
 def run_name(config: dict[str, Any], varying: list[str]) -> str:
@@ -121,9 +125,9 @@ def sweep_tags(spec_path: str | Path | None = None) -> dict[str, str]:
     sha, dirty = git_state()
     if sha == "unknown" and spec_path is not None:
         sha, dirty = git_state(Path(spec_path).resolve().parent)
-    return {"rims.git_sha": sha, "rims.git_dirty": str(dirty),
-            **({"rims.spec_path": str(spec_path)} if spec_path is not None else {}),
-            **{f"rims.version.{k}": v for k, v in package_versions().items()}}
+    return {TAG_GIT_SHA: sha, TAG_GIT_DIRTY: str(dirty),
+            **({TAG_SPEC_PATH: str(spec_path)} if spec_path is not None else {}),
+            **{f"{TAG_VERSION_PREFIX}{k}": v for k, v in package_versions().items()}}
 
 
 def package_versions() -> dict[str, str]:

@@ -21,28 +21,15 @@ import torch
 
 from rims_core import count_parameters, macs_per_step
 
-from .space import config_id, resolve
+from .flat import config_id, nest, resolve
+from .keys import TAG_CONFIG, TAG_DEVICE, TAG_FAILURE, TAG_NODE
 from .tasks import TASKS
 from .tasks.base import RLTask, recurrent_core
-from .tracking import TAG_CONFIG, NullTracker, TrialTracker
+from .tracking import NullTracker, TrialTracker
 
-__all__ = ["CHECKPOINT_FILE", "load_checkpoint", "nest", "run_trial", "save_checkpoint"]
+__all__ = ["CHECKPOINT_FILE", "load_checkpoint", "run_trial", "save_checkpoint"]
 
 CHECKPOINT_FILE = "state.pt"
-
-
-def nest(flat: dict[str, Any], prefix: str) -> dict[str, Any]:
-    """{"model.comm.enabled": x, ...} -> {"comm": {"enabled": x}, ...} for the keys under prefix."""
-    out: dict[str, Any] = {}
-    for key, value in flat.items():
-        if not key.startswith(prefix + "."):
-            continue
-        node = out
-        *parents, leaf = key[len(prefix) + 1:].split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return out
 
 
 def save_checkpoint(directory: Path, state: dict[str, Any]) -> None:
@@ -100,15 +87,15 @@ def run_trial(config: dict[str, Any], ctx: dict[str, Any], *, trial_id: str, che
 
     tracker = NullTracker() if ctx.get("tracking_uri") is None and not ctx.get("spill_dir") else TrialTracker(
         ctx.get("tracking_uri"), ctx.get("experiment_id", ""), ctx.get("parent_run_id", ""), ctx["sweep_id"],
-        trial_id, flat, {**ctx.get("tags", {}), TAG_CONFIG: config_id(flat), "rims.device": str(device)},
+        trial_id, flat, {**ctx.get("tags", {}), TAG_CONFIG: config_id(flat), TAG_DEVICE: str(device)},
         experiment=ctx.get("experiment"), spill_dir=ctx.get("spill_dir"))
     ray = sys.modules.get("ray")  # under Tune: the node the trial runs on
     node = ray.get_runtime_context().get_node_id() if ray is not None and ray.is_initialized() else "local"
-    tracker.set_tags({"rims.node_id": node})  # where the trial (last) ran: a restart elsewhere updates it
+    tracker.set_tags({TAG_NODE: node})  # where the trial (last) ran: a restart elsewhere updates it
     try:
         _setup_and_train(flat, seed, device, checkpoint_dir, tracker, report)
     except Exception as e:  # the run says why (Tune may still retry it: a retry reopens the same run)
-        tracker.set_tags({"rims.failure": f"{type(e).__name__}: {e}"[:500]})
+        tracker.set_tags({TAG_FAILURE: f"{type(e).__name__}: {e}"[:500]})
         tracker.finish("FAILED")
         raise
     except BaseException:
@@ -157,7 +144,7 @@ def _train(task: Any, model: torch.nn.Module, opt: torch.optim.Optimizer, gen: t
         step += 1
         if not torch.isfinite(loss):
             reason = f"non-finite loss ({loss.item()}) at step {step}"
-            tracker.set_tags({"rims.failure": reason})
+            tracker.set_tags({TAG_FAILURE: reason})
             tracker.finish("FAILED")
             report({"failed": 1.0, "step": step}, None)  # ends the trial; Tune does not retry a sure failure
             return

@@ -17,8 +17,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
-from rims_core import RIM, build_recurrent
-from rims_core.factory import RIM_ONLY_KEYS
+from rims_core import RIM, RIM_ONLY_KEYS, build_recurrent
 
 __all__ = ["EVAL_SEED", "RLTask", "Task", "TaskSettings", "make_core", "recurrent_core"]
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator
 from torch import Tensor, nn
 
-from rims_core.factory import RIM_ONLY_KEYS
+from rims_core.config import RIM_ONLY_KEYS
 
 from .base import EVAL_SEED, Task, TaskSettings, make_core
 

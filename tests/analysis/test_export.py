@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from analysis.export import export_experiment, typed_column
 from analysis.schema import BASE_COLUMNS, HISTORY_COLUMNS, MANIFEST, METRICS_FILE, RUNS_FILE
-from sweeps.space import resolve
+from sweeps.flat import resolve
 from sweeps.spec import base_config, load_spec
 from sweeps.tracking import SweepTracker
 from sweeps.trial import run_trial

@@ -8,7 +8,7 @@ import pytest
 
 from analysis.export import export_experiment
 from analysis.schema import METRICS_FILE, RUNS_FILE
-from sweeps.space import resolve
+from sweeps.flat import resolve
 from sweeps.spec import base_config, load_spec
 from sweeps.tracking import SweepTracker
 from sweeps.trial import run_trial

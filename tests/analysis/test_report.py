@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from analysis.report import build_report
 from sweeps.evaluate import evaluate_run
-from sweeps.space import resolve
+from sweeps.flat import resolve
 from sweeps.spec import base_config, load_spec
 from sweeps.tracking import SweepTracker
 from sweeps.trial import run_trial

@@ -7,7 +7,7 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
-from sweeps.space import resolve
+from sweeps.flat import resolve
 from sweeps.spec import base_config, load_spec
 from sweeps.tracking import SweepTracker
 from sweeps.trial import run_trial

@@ -8,10 +8,11 @@ from types import SimpleNamespace
 import pytest
 from mlflow.tracking import MlflowClient
 
+from sweeps.keys import TAG_VARYING
 from sweeps.progress import TrialName
 from sweeps.space import trial_points, varying_keys
 from sweeps.spec import load_spec
-from sweeps.tracking import TAG_VARYING, RunWriter, run_name
+from sweeps.tracking import RunWriter, run_name
 
 SPEC = {"name": "n", "task": {"name": "copying", "blank": 3, "test_blanks": [6]},
         "model": {"kind": "rims", "hidden_size": 24, "num_units": 4, "top_k": 2}, "seeds": 2,

@@ -6,7 +6,8 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from sweeps.space import config_id, expand, optuna_space, resolve, trial_points
+from sweeps.flat import config_id, resolve
+from sweeps.space import expand, optuna_space, trial_points
 from sweeps.spec import load_spec
 
 BASE = {"name": "t", "task": {"name": "copying", "blank": 5}, "model": {"hidden_size": 24}}

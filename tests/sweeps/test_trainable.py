@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from sweeps.space import resolve
+from sweeps.flat import nest, resolve
 from sweeps.spec import base_config, load_spec
 from sweeps.tracking import SweepTracker
-from sweeps.trial import CHECKPOINT_FILE, nest, run_trial
+from sweeps.trial import CHECKPOINT_FILE, run_trial
 from tests.sweeps.servers import GUARD_S
 
 SPEC = {"name": "t", "task": {"name": "copying", "blank": 3, "test_blanks": [6], "eval_size": 16},
