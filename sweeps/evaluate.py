@@ -22,9 +22,8 @@ import yaml
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from .flat import nest
-from .keys import TAG_REEVALUATED
-from .tasks import TASKS, RLTask
+from .keys import TAG_REEVALUATED, TASK_KEYS
+from .tasks import build_task
 from .trial import CHECKPOINT_FILE, load_checkpoint
 
 __all__ = ["EvalResult", "evaluate_run", "load_trial", "parse_overrides"]
@@ -61,7 +60,7 @@ def _fetch(client: MlflowClient, run_id: str, tracking_uri: str) -> tuple[Any, d
                              f"be loaded ({e})") from None
         flat = json.loads(Path(cfg_path).read_text())
         task_name = flat.get("task.name")
-        if task_name in TASKS and issubclass(TASKS[task_name], RLTask):
+        if task_name in TASK_KEYS and TASK_KEYS[task_name].rl:
             raise ValueError(f"run {run_id} is a {task_name!r} trial, trained by reinforcement learning; re-evaluation "
                              "with task overrides is for the supervised tasks (its greedy returns are logged as "
                              "val/episode_return_mean at every report)")
@@ -76,9 +75,7 @@ def _fetch(client: MlflowClient, run_id: str, tracking_uri: str) -> tuple[Any, d
 
 def _task(flat: dict[str, Any], overrides: dict[str, Any]) -> Any:
     flat = {**flat, **overrides}
-    task_cls = TASKS[flat["task.name"]]
-    settings = task_cls.settings_model(**{k: v for k, v in nest(flat, "task").items() if k != "name"})
-    return task_cls(settings, nest(flat, "model"), "cpu")
+    return build_task(flat, "cpu")
 
 
 def _model(task: Any, state: dict[str, Any], run_id: str) -> Any:

@@ -23,7 +23,7 @@ from rims_core import count_parameters, macs_per_step
 
 from .flat import config_id, nest, resolve
 from .keys import TAG_CONFIG, TAG_DEVICE, TAG_FAILURE, TAG_NODE
-from .tasks import TASKS
+from .tasks import build_task
 from .tasks.base import RLTask, recurrent_core
 from .tracking import NullTracker, TrialTracker
 
@@ -105,9 +105,7 @@ def run_trial(config: dict[str, Any], ctx: dict[str, Any], *, trial_id: str, che
 
 def _setup_and_train(flat: dict[str, Any], seed: int, device: torch.device, checkpoint_dir: Path | None,
                      tracker: Any, report: Callable[[dict[str, float], Path | None], None]) -> None:
-    task_cls = TASKS[flat["task.name"]]
-    task_settings = {k: v for k, v in nest(flat, "task").items() if k != "name"}
-    task = task_cls(task_cls.settings_model(**task_settings), nest(flat, "model"), device)
+    task = build_task(flat, device)
     optim = nest(flat, "optim")
     if isinstance(task, RLTask):  # trained by its RL algorithm; checkpoints are directories (state.pt + its own)
         task.train(optim, seed, checkpoint_dir, tracker.log, report, save_checkpoint, load_checkpoint)
