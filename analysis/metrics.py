@@ -1,9 +1,10 @@
-"""What each task's metrics measure and their chance levels, for tables and the report, without importing torch.
+"""Reading metric names against what each task's metrics measure: their base, condition and chance level.
 
-The definitions live in ``sweeps/tasks/*.py`` (each task's ``metric_docs`` and ``evaluate``); this module restates
-them with the numbers a reader needs to judge a value: the chance level (what a model that learnt nothing
-task-specific scores) and which direction is better. ``tests/analysis/test_metrics.py`` checks both against the
-tasks' own code (same metric names; chance levels recomputed with the tasks' metric functions).
+What each base metric measures, its chance level in words and which way is better are declared once, in
+``sweeps.keys.TASK_KEYS`` (stdlib only, so analysis reads them without torch); this module adds the numbers a reader
+needs to judge a value: the chance level of a full metric name (what a model that learnt nothing task-specific
+scores). ``tests/analysis/test_metrics.py`` checks both against the tasks' own code (same metric names; chance
+levels recomputed with the tasks' metric functions).
 
 Metric names: ``<split>/<base>`` or ``eval/<base>_<condition>`` (``eval/ce_all_blank200``: base ``ce_all``,
 condition ``blank200``); conditions end in a number and hold no underscore.
@@ -13,65 +14,19 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["MetricInfo", "chance_level", "metric_info", "split_metric", "task_metrics"]
+from sweeps.keys import COPY_RECALL, COPY_SYMBOLS, TASK_KEYS, MetricInfo
 
-COPY_SYMBOLS = 8  # copying: symbols 1..8 (sweeps/tasks/copying.py)
-COPY_RECALL = 10  # copying: symbols to recall by default (task.num_symbols); a sequence is blank + 2 * that long
-
-
-@dataclass(frozen=True)
-class MetricInfo:
-    """One base metric of one task: what it measures, its chance level in words, and which way is better."""
-
-    base: str
-    doc: str
-    chance_doc: str
-    better: str  # "lower" or "higher"
+__all__ = ["CONDITION", "MetricInfo", "chance_level", "metric_info", "split_metric", "task_metrics"]
 
 
-_TASKS: dict[str, dict[str, MetricInfo]] = {
-    "copying": {
-        "ce": MetricInfo("ce", "mean cross-entropy (nats) over the recall positions (task.num_symbols, 10 by "
-                         "default); the training loss",
-                         f"ln {COPY_SYMBOLS} = {math.log(COPY_SYMBOLS):.3f} (a uniform guess over the 8 symbols; "
-                         f"a uniform guess over all 10 tokens: ln 10 = {math.log(10):.3f})", "lower"),
-        "ce_all": MetricInfo(
-            "ce_all", "mean cross-entropy (nats) over every position of the sequence (blank + 2n positions for "
-            "n = task.num_symbols, targets blank except the n recall positions), as the official RIMs script "
-            "computes it",
-            f"n ln 8 / (blank + 2n) (a model that predicts the blanks perfectly and guesses the n symbols "
-            f"uniformly; n = 10: {10 * math.log(8) / 30:.3f} at blank 10, {10 * math.log(8) / 70:.3f} at blank 50). "
-            f"Cross-entropy has no upper bound: values above ln 10 = {math.log(10):.3f} (a uniform guess over "
-            "the 10 tokens everywhere) mean confident wrong predictions, typically symbols predicted where a "
-            "blank is due on sequences longer than those trained on (a probability of 0.001 on the right token "
-            "costs 6.9 nats)", "lower"),
-        "acc": MetricInfo("acc", "fraction of the recall positions whose most likely token is the right symbol",
-                          f"1/{COPY_SYMBOLS} = {1 / COPY_SYMBOLS:.3f}", "higher"),
-    },
-    "smnist": {
-        "ce": MetricInfo("ce", "cross-entropy (nats) of the 10-way digit classification from the last step",
-                         f"ln 10 = {math.log(10):.3f}", "lower"),
-        "acc": MetricInfo("acc", "classification accuracy from the last step", "0.1", "higher"),
-    },
-    "bouncing": {
-        "bce": MetricInfo("bce", "per-pixel binary cross-entropy (nats) of next-frame prediction with teacher "
-                          "forcing", "no fixed level: predicting every pixel's on-rate p scores H(p), which depends "
-                          "on frame size and ball count", "lower"),
-        "rollout_bce": MetricInfo("rollout_bce", "per-pixel binary cross-entropy (nats) of the frames predicted in "
-                                  "closed loop after burn_in true frames", "no fixed level (as bce)", "lower"),
-    },
-    "atari": {
-        "episode_return_mean": MetricInfo("episode_return_mean", "mean episode return (val/: greedy games, raw "
-                                          "score)", "no fixed level: a random policy's score depends on the game",
-                                          "higher"),
-        "episode_len_mean": MetricInfo("episode_len_mean", "mean episode length in agent steps", "none", "higher"),
-    },
-}
+def _metrics(task: str | None) -> dict[str, MetricInfo]:
+    keys = TASK_KEYS.get(task or "")
+    return keys.metrics if keys is not None else {}
 
-_CONDITION = re.compile(r"^([A-Za-z]*)(\d+(?:\.\d+)?)$")
+
+CONDITION = re.compile(r"^([A-Za-z]*)(\d+(?:\.\d+)?)$")  # a condition: letters, then a number (blank200)
 
 
 def split_metric(metric: str) -> tuple[str, str, str | None]:
@@ -79,19 +34,19 @@ def split_metric(metric: str) -> tuple[str, str, str | None]:
     prefix, _, rest = metric.partition("/")
     if prefix == "eval":
         base, sep, cond = rest.rpartition("_")
-        if sep and _CONDITION.match(cond):
+        if sep and CONDITION.match(cond):
             return prefix, base, cond
     return prefix, rest, None
 
 
 def task_metrics(task: str | None) -> dict[str, MetricInfo]:
     """The base metrics documented for a task (empty for an unknown one)."""
-    return dict(_TASKS.get(task or "", {}))
+    return dict(_metrics(task))
 
 
 def metric_info(task: str | None, metric: str) -> MetricInfo | None:
     """The MetricInfo of a full metric name ("eval/acc_blank200") for a task, or None."""
-    return _TASKS.get(task or "", {}).get(split_metric(metric)[1])
+    return _metrics(task).get(split_metric(metric)[1])
 
 
 def chance_level(task: str | None, metric: str, settings: dict[str, Any] | None = None) -> float | None:

@@ -9,36 +9,43 @@ and to HTML, so both always say the same. What the report decides, and says in i
   every other group's and of the metric's chance level (analysis.metrics); never for a model at chance;
 - p values only where the test can reach p < 0.05, effect sizes only with >= 3 values a side;
 - each distinct warning or note once, with the tables it concerns, instead of under every table.
+
+The report reads what sweeps wrote (MLflow, its Parquet export) and imports nothing from sweeps but sweeps.keys:
+no torch, ray or rims_core. Its sections are in sections.py, its figures in report_figures.py; the unit figures
+come from a caller-given ``unit_activations`` function (see report_figures.py).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import shlex
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from sweeps.keys import TAG_GIT_DIRTY, TAG_GIT_SHA, TAG_SPEC_PATH, TAG_SWEEP
+from sweeps.keys import TAG_GIT_DIRTY, TAG_GIT_SHA, TAG_SPEC_PATH, TAG_SWEEP, TASK_KEYS
 
+from .ablation import ablation_table
+from .comparisons import paired_comparisons
+from .curves import eval_conditions
 from .document import Block, to_html, to_markdown
-from .export import export_experiment
-from .metrics import chance_level, split_metric, task_metrics
+from .export import check_tracking_uri, export_experiment
+from .paper import paper_table
+from .report_figures import UnitActivations, figure_blocks
 from .schema import METRICS_FILE, RUNS_FILE
-from .stats import MIN_N
-from .tables import ablation_table, metric_direction, paired_comparisons, paper_table
+from .sections import Caveats, how_to_read, iqm_blocks, main_effect_blocks, metrics_blocks
 
-__all__ = ["Block", "ReportResult", "build_report", "select_sweep"]
+__all__ = ["Block", "ReportResult", "UnitActivations", "build_report", "select_sweep"]
 
 
 @dataclass
 class ReportResult:
+    """What build_report wrote: report.md, report.html, the figure files, and the parent run it logged them to."""
+
     markdown: Path
     html: Path
     figures: list[Path]
@@ -73,29 +80,6 @@ def select_sweep(runs: pa.Table, sweep_id: str | None) -> tuple[pa.Table, str | 
     return chosen, sweep_id, (parent["run_id"][0].as_py() if parent.num_rows else None)
 
 
-class _Caveats:
-    """Warnings and notes of every table, each distinct one kept once with the tables it came from."""
-
-    def __init__(self) -> None:
-        self.where: dict[str, list[str]] = {}
-
-    def add(self, table: Any, where: str) -> None:
-        for s in [*(f"warning: {w}" for w in table.warnings), *(f"note: {n}" for n in table.notes)]:
-            self.where.setdefault(s, []).append(where)
-
-    def blocks(self) -> list[Block]:
-        if not self.where:
-            return []
-        order = sorted(self.where, key=lambda s: (not s.startswith("warning"), list(self.where).index(s)))
-        lines = []
-        for s in order:
-            w = self.where[s]
-            lines.append(f"- {s} ({'in ' + w[0] if len(w) == 1 else f'{len(w)} tables: ' + ', '.join(w)})")
-        return [Block("h2", "Warnings and notes"),
-                Block("p", "Each once, with the tables it concerns (the tables below do not repeat them).\n\n"
-                      + "\n".join(lines))]
-
-
 def _spec_text(uri: str, parent: str | None) -> str | None:
     if parent is None:
         return None
@@ -120,53 +104,21 @@ def _parent_info(uri: str, parent: str | None) -> tuple[dict[str, str], dict[str
     return dict(run.data.tags), dict(run.data.params)
 
 
-def _how_to_read(level: float = 0.95) -> Block:
-    return Block("p", "\n".join([
-        "How to read the numbers:",
-        f"- mean ± half-width of a {level:.0%} t-interval over seeds; a cell with fewer than {MIN_N} values gives "
-        "its mean and n only ('no CI'): an interval from 2 seeds is ±12.7 standard deviations wide (t) or far "
-        "too narrow (bootstrap), and says nothing either way;",
-        f"- **bold** marks the best group of a column only where that is supported: every group has >= {MIN_N} "
-        f"values, and the best group's {level:.0%} interval lies clear of every other group's and of the "
-        "metric's chance level (a model at chance is not best at anything); otherwise nothing is bold, and a "
-        "note says why;",
-        "- p values (permutation tests) are shown only where the test can reach p < 0.05 (paired: 6 seeds or "
-        f"more; unpaired: 4 vs 4), effect sizes only with >= {MIN_N} values on each side; otherwise the cell "
-        "says n/a and why;",
-        "- a metric evaluated for only some runs (e.g. a condition added later with `rims eval`) gives each cell "
-        "its own n."]))
-
-
-def _metrics_blocks(task: str | None, children: pa.Table, objective: str) -> list[Block]:
-    """What each metric of this sweep measures, its chance level and direction (analysis.metrics)."""
-    docs = task_metrics(task)
-    seen = sorted({split_metric(c)[1] for c in children.column_names
-                   if c.startswith(("val/", "eval/")) and not c.endswith((".min", ".max"))})
-    rows = [docs[b] for b in seen if b in docs]
-    if not rows:
-        return []
-    conds = sorted({split_metric(c)[2] for c in children.column_names if c.startswith("eval/")
-                    and not c.endswith((".min", ".max")) and split_metric(c)[2]}, key=lambda c: (len(c), c))
-    lines = ["| metric | what it measures | chance level | better |", "|---|---|---|---|"]
-    lines += [f"| {m.base} | {m.doc} | {m.chance_doc} | {m.better} |" for m in rows]
-    text = (f"`val/<metric>`: held-out data at the training setting; `eval/<metric>_<condition>`: fixed evaluation "
-            f"data at each condition ({', '.join(conds) or 'none'}); `train/<metric>`: the training batches. The "
-            f"search objective is {objective}.")
-    if task == "copying":
-        text += (" Conditions blank<N>: sequences with a blank span of N (length N + 2 x task.num_symbols); the "
-                 "training span is task.blank, the others test generalisation to longer sequences.")
-    return [Block("h2", "Metrics and chance levels"), Block("p", text), Block("md_table", "\n".join(lines))]
-
-
-def build_report(experiment: str, tracking_uri: str | None = None, out_dir: str | Path | None = None, *,
-                 sweep_id: str | None = None, log: bool = True) -> ReportResult:
+def build_report(experiment: str, tracking_uri: str, out_dir: str | Path | None = None, *,
+                 sweep_id: str | None = None, log: bool = True,
+                 unit_activations: UnitActivations | None = None) -> ReportResult:
     """Export the experiment, build tables and figures for one sweep (default: the newest), write report.md,
     report.html (self-contained) and spec.yaml under out_dir (default reports/<experiment>), and log the report
-    and its figures to the sweep's parent run (artifacts report/)."""
-    from sweeps.tasks import TASKS, RLTask
-    from sweeps.tracking import absolute_tracking_uri
+    and its figures to the sweep's parent run (artifacts report/).
 
-    uri = absolute_tracking_uri(tracking_uri)
+    tracking_uri: an absolute URI (sqlite:////abs/mlflow.db, file:///abs/mlruns, http://host:port), as
+    ``sweeps.tracking.absolute_tracking_uri`` gives; a relative sqlite or file URI raises ValueError, so that the
+    report, its Reproduce commands and the export manifest never hold a path that depends on the working
+    directory. unit_activations: ``(run_id, n) -> (tokens (N, T), active (N, T, K)) | None`` for the unit figures of a
+    copying sweep (``functools.partial(sweeps.activations.unit_activations, tracking_uri=uri)``); None: those
+    figures are left out, and the report says why.
+    """
+    uri = check_tracking_uri(tracking_uri, "build_report")
     out = Path(out_dir or Path("reports") / experiment).resolve()
     figs = out / "figures"
     figs.mkdir(parents=True, exist_ok=True)
@@ -178,9 +130,9 @@ def build_report(experiment: str, tracking_uri: str | None = None, out_dir: str 
     if children.num_rows == 0:
         raise ValueError(f"rims analyze: experiment {experiment!r} has no trial runs to report on")
     task_name = children["task.name"][0].as_py() if "task.name" in children.column_names else None
-    objective, mode = TASKS[task_name].objective if task_name in TASKS else ("val/ce", "min")
+    objective, mode = TASK_KEYS[task_name].objective if task_name in TASK_KEYS else ("val/ce", "min")
     exp_id = children["experiment_id"][0].as_py() if "experiment_id" in children.column_names else None
-    caveats = _Caveats()
+    caveats = Caveats()
     body: list[Block] = []
     table = ablation_table(runs)
     caveats.add(table, "ablation table")
@@ -195,13 +147,11 @@ def build_report(experiment: str, tracking_uri: str | None = None, out_dir: str 
             except ValueError as e:
                 body.append(Block("p", f"Paper layout ({which}) not available: {e}"))
     kinds = set(children["model.kind"].to_pylist()) if "model.kind" in children.column_names else set()
-    effects, factors = _main_effects(children, table.rows, objective, task_name)
+    effects, factors = main_effect_blocks(children, table.rows, objective, task_name)
     body += effects
-    if task_name in TASKS and issubclass(TASKS[task_name], RLTask):
-        body += _iqm_blocks(children, table.rows, objective)
+    if task_name in TASK_KEYS and TASK_KEYS[task_name].rl:
+        body += iqm_blocks(children, table.rows, objective)
     if {"rims"} < kinds and "lstm" in kinds:
-        from .plots import eval_conditions
-
         base = objective.split("/", 1)[1]  # the objective's measure at every evaluated condition
         conds = eval_conditions(table.metrics, base)
         for metric in [objective, *sorted(conds, key=lambda c: conds[c])]:
@@ -212,8 +162,8 @@ def build_report(experiment: str, tracking_uri: str | None = None, out_dir: str 
                          Block("md_table", comp.to_markdown(notes=False))]
             except ValueError as e:
                 body.append(Block("p", f"No comparison on {metric}: {e}"))
-    figures, fig_blocks = _figures(runs, metrics, children, table.rows, factors, objective, mode, task_name, kinds,
-                                   uri, figs, out)
+    figures, fig_blocks = figure_blocks(runs, metrics, children, table.rows, factors, objective, mode, task_name,
+                                        kinds, unit_activations, figs, out)
     body += fig_blocks
     tags, params = _parent_info(uri, parent)
     spec = _spec_text(uri, parent)
@@ -225,7 +175,7 @@ def build_report(experiment: str, tracking_uri: str | None = None, out_dir: str 
               Block("p", f"Sweep {sweep or '(all runs)'}; task {task_name}; {children.num_rows} trial runs; objective "
                          f"{objective} ({mode}). Exported {exp.n_runs} runs ({exp.method_used} path)."),
               Block("p", _where_text(uri, exp_id, parent)),
-              *_metrics_blocks(task_name, children, objective), _how_to_read(), *caveats.blocks(), *body]
+              *metrics_blocks(task_name, children, objective), how_to_read(), *caveats.blocks(), *body]
     md, page = out / "report.md", out / "report.html"
     md.write_text(to_markdown(blocks))
     page.write_text(to_html(blocks, f"Sweep report: {experiment}", out))
@@ -300,169 +250,3 @@ def _reproduce(experiment: str, uri: str, sweep: str | None, parent: str | None,
     lines.append(f"rims analyze report --experiment {q(experiment)} --mlflow-uri {q(uri)}"
                  + (f" --sweep-id {q(sweep)}" if sweep else ""))
     return [Block("h2", "Reproduce"), Block("code", "\n".join(lines))]
-
-
-def _rim_runs(children: pa.Table) -> pa.Table:
-    return children.filter(pc.and_(pc.equal(children["model.kind"], "rims"), pc.equal(children["status"], "FINISHED")))
-
-
-def _main_effects(children: pa.Table, rows: list[str], objective: str,
-                  task: str | None) -> tuple[list[Block], list[str]]:
-    """Main effect of each RIM factor on the objective, among finished RIM runs (baselines have no k_T, k_A), with
-    the seed noise to read them against. Returns the blocks and the factors."""
-    from .stats import main_effects, pooled_sd
-
-    if "model.kind" not in children.column_names or objective not in children.column_names:
-        return [], []
-    rims = _rim_runs(children)
-    factors = [r for r in rows if r not in ("model.kind", "seed") and r in rims.column_names
-               and len(set(rims[r].to_pylist())) > 1]
-    if rims.num_rows == 0 or not factors:
-        return [], factors
-    effects = main_effects(rims, factors, objective)
-    lines = [f"Main effects on {objective} among RIM runs: level mean (an unweighted mean of cell means over the "
-             "other factors' combinations) and its difference from the grand mean.", "",
-             "| factor | level | mean | effect | cells | runs |", "|---|---|---:|---:|---:|---:|"]
-    lines += [f"| {e.factor} | {e.level} | {e.mean:.3f} | {e.effect:+.3f} | {e.n_cells} | {e.n_runs} |"
-              for e in effects]
-    sd, df = pooled_sd(rims, factors, objective)
-    scale = []
-    if df:
-        per_level = min(e.n_runs for e in effects)
-        scale.append(f"Seed noise, for scale: the standard deviation of {objective} between seeds of one "
-                     f"configuration is {sd:.3f} (pooled, {df} degrees of freedom), so a level mean over "
-                     f"{per_level} runs carries a standard error of about {sd / math.sqrt(per_level):.3f}; effects "
-                     "of that size are noise.")
-    chance = chance_level(task, objective)
-    if chance is not None:
-        d = 1 if metric_direction(objective) == "min" else -1
-        cells = rims.group_by(factors, use_threads=False).aggregate([(objective, "mean")])[f"{objective}_mean"]
-        if all(v is None or d * v >= d * chance for v in cells.to_pylist()):
-            scale.append(f"Every RIM configuration's mean {objective} is at or worse than chance ({chance:.3f}): "
-                         "these are differences between models that have not learnt the task.")
-    return [Block("h2", f"Main effects: {objective}"), Block("md_table", "\n".join(lines)),
-            *([Block("p", " ".join(scale))] if scale else [])], factors
-
-
-def _iqm_blocks(children: pa.Table, rows: list[str], objective: str) -> list[Block]:
-    """RL tasks: the interquartile mean of each configuration's final objective over seeds, per game, with a
-    stratified bootstrap 95% interval (rliable's recommendation for few runs of noisy returns); no interval
-    below MIN_N runs."""
-    from .stats import iqm_ci
-
-    if objective not in children.column_names:
-        return []
-    done = children.filter(pc.equal(children["status"], "FINISHED"))
-    keys = [r for r in rows if r != "seed" and r in done.column_names]
-    if "task.env" in done.column_names and "task.env" not in keys:
-        keys = ["task.env", *keys]
-    groups: dict[tuple, list[float]] = {}
-    for i in range(done.num_rows):
-        value = done[objective][i].as_py()
-        if value is not None:
-            groups.setdefault(tuple(done[k][i].as_py() for k in keys), []).append(float(value))
-    if not groups:
-        return []
-    lines = [f"IQM over seeds of the final {objective} per configuration (the mean of the middle 50% of runs), "
-             f"with a 95% stratified bootstrap interval (2,000 resamples) where there are >= {MIN_N} runs.", "",
-             "| " + " | ".join(keys) + " | runs | IQM | 95% CI |", "|" + "---|" * len(keys) + "---:|---:|---|"]
-    for key, vals in sorted(groups.items(), key=lambda kv: tuple(str(v) for v in kv[0])):
-        point, low, high = iqm_ci({"runs": vals})
-        ci = f"[{low:.2f}, {high:.2f}]" if len(vals) >= MIN_N else f"n/a: n={len(vals)}"
-        lines.append("| " + " | ".join("-" if v is None else str(v) for v in key)
-                     + f" | {len(vals)} | {point:.2f} | {ci} |")
-    return [Block("h2", f"Interquartile mean over seeds: {objective}"), Block("md_table", "\n".join(lines))]
-
-
-def _figures(runs: pa.Table, metrics: pa.Table, children: pa.Table, rows: list[str], factors: list[str],
-             objective: str, mode: str, task: str | None, kinds: set, uri: str, figs: Path,
-             out: Path) -> tuple[list[Path], list[Block]]:
-    """Every figure with a caption that says what it shows; a sentence instead of a figure that cannot be drawn."""
-    from . import plots
-
-    docs = task_metrics(task)
-    group = [r for r in rows if r != "seed"]
-    direction = "minimize" if mode == "min" else "maximize"
-    attempts: list[tuple[str, Any, str]] = [
-        ("learning curves", lambda: plots.learning_curves(metrics, runs, objective, group, figs),
-         f"{objective} over training steps, mean over the seeds of each configuration; band: 95% t-interval where a "
-         f"configuration has >= {MIN_N} seeds.")]
-    bases = sorted({split_metric(c)[1] for c in children.column_names
-                    if c.startswith("eval/") and not c.endswith((".min", ".max")) and split_metric(c)[2]})
-    for base in bases:
-        what = f" {docs[base].doc}; chance: {docs[base].chance_doc}." if base in docs else ""
-        attempts.append((f"OOD {base}", lambda base=base: plots.ood_curves(runs, base, group, figs),
-                         f"eval/{base} at each evaluated condition (x: the number in the condition's name), mean "
-                         f"over seeds; error bars where >= {MIN_N} runs have the value.{what}"))
-    done = children.filter(pc.equal(children["status"], "FINISHED"))
-    shared = [r for r in group if r in done.column_names and done[r].null_count == 0
-              and len(set(done[r].to_pylist())) > 1]
-    about = ("fANOVA importance (Optuna): the share of the variance of the objective across these runs that each "
-             "param explains, normalised to sum to 1; it sums to 1 even when the objective is seed noise, so read it "
-             "with the main effects and their seed noise.")
-    blocks: list[Block] = [Block("h2", "Figures")]
-    if len(shared) >= 2:
-        attempts.append(("parameter importance", lambda: plots.param_importance(
-            runs, objective, shared, direction, figs)[0], f"{about} Over all runs: {', '.join(shared)}."))
-    else:
-        blocks.append(Block("p", f"No importance over all runs: among the params every run sets, only "
-                                 f"{', '.join(shared) or 'none'} varies, and an importance over one param is 1 by "
-                                 "construction (RIM-only params such as model.top_k are unset for baselines)."))
-    if "rims" in kinds and len(factors) >= 2:
-        attempts.append(("RIM parameter importance", lambda: plots.param_importance(
-            _rim_runs(children), objective, factors, direction, figs,
-            name=f"param_importance_rims_{plots._slug(objective)}")[0],
-            f"{about} Among the RIM runs (those of the main effects): {', '.join(factors)}."))
-    figures: list[Path] = []
-    for label, make, caption in attempts:
-        try:
-            files = make()
-        except ValueError as e:
-            blocks.append(Block("p", f"No {label} figure: {e}"))
-            continue
-        figures += [Path(f) for f in files]
-        png = next(Path(f) for f in files if str(f).endswith(".png"))
-        blocks += [Block("img", str(png.relative_to(out))), Block("caption", caption)]
-    if task == "copying" and "rims" in kinds:
-        figures += _unit_figures(children, objective, mode, uri, figs, out, blocks)
-    return figures, blocks
-
-
-def _unit_figures(children: pa.Table, objective: str, mode: str, uri: str, figs: Path, out: Path,
-                  blocks: list[Block]) -> list[Path]:
-    """Which unit is active when, and for which symbol, in the best RIM trial (copying)."""
-    import torch
-
-    from sweeps.tasks.copying import make_batch
-
-    from . import plots
-
-    rims = children.filter(pc.equal(children["model.kind"], "rims"))
-    if objective not in rims.column_names or rims.num_rows == 0:
-        return []
-    values = rims[objective].to_pylist()
-    valid = [i for i, v in enumerate(values) if v is not None]
-    if not valid:
-        return []
-    best = (min if mode == "min" else max)(valid, key=lambda i: values[i])
-    run_id = rims["run_id"][best].as_py()
-    try:
-        task, model = plots.load_trial_model(run_id, uri)
-    except ValueError as e:
-        blocks.append(Block("p", f"No unit figures: {e}"))
-        return []
-    x, _ = make_batch(64, task.settings.blank, torch.Generator().manual_seed(0), num_symbols=task.settings.num_symbols)
-    blocks.append(Block("p", f"Unit activation of the RIM trial with the best {objective} (run {run_id}), on "
-                             f"fixed sequences at the training blank span {task.settings.blank}:"))
-    files = [*plots.activation_heatmap(model, x[:4], figs, tokens=x[:4]),
-             *plots.activation_by_symbol(model, x, x, figs)]
-    captions = {"unit_activation": "Which units are active (dark) at each step of 4 sequences; x: the input token "
-                                   "(1-8 symbols, 0 blank, 9 the marker).",
-                "activation_by_symbol": "How often each unit is active when the input is a given token: a unit "
-                                        "that specialises fires for some tokens more than others."}
-    for f in files:
-        if str(f).endswith(".png"):
-            blocks.append(Block("img", str(Path(f).relative_to(out))))
-            if Path(f).stem in captions:
-                blocks.append(Block("caption", captions[Path(f).stem]))
-    return [Path(f) for f in files]

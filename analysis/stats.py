@@ -9,6 +9,7 @@ Shape legend: n samples (seeds), R runs, T tasks, B bootstrap resamples.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Mapping, Sequence
@@ -69,6 +70,12 @@ def too_few(n: int) -> str | None:
     return f"n={n}: too few seeds for an interval, a test or an effect size (needs n >= {MIN_N})"
 
 
+@functools.lru_cache(maxsize=256)
+def _t_quantile(q: float, df: int) -> float:
+    # scipy's t.ppf costs ~70 us a call; curves ask for the same few (level, n) once per drawn step
+    return float(sps.t.ppf(q, df))
+
+
 def mean_ci(x: Any, level: float = 0.95, method: Literal["t", "bootstrap"] = "t", n_boot: int = 10_000,
             seed: int = 0) -> tuple[float, float, float]:
     """(mean, low, high) of the mean of x (n,) at confidence ``level``.
@@ -85,7 +92,7 @@ def mean_ci(x: Any, level: float = 0.95, method: Literal["t", "bootstrap"] = "t"
     if n == 1:
         return m, math.nan, math.nan
     if method == "t":
-        half = float(sps.t.ppf((1 + level) / 2, n - 1) * a.std(ddof=1) / math.sqrt(n))
+        half = float(_t_quantile((1 + level) / 2, n - 1) * a.std(ddof=1) / math.sqrt(n))
         return m, m - half, m + half
     if method == "bootstrap":
         rng = np.random.default_rng(seed)

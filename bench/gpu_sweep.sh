@@ -12,7 +12,7 @@ export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1
 OUT="${OUT:-/tmp/rims_gpu}"; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 python3 -c "import torch; print('torch', torch.__version__)" | tee -a "$OUT/gpu.txt"
-python3 -m sweeps.cli sweep local "$SPEC" --out "/tmp/$NAME" --jobs 6 --device cuda 2>&1 \
+python3 -m rims_cli sweep local "$SPEC" --out "/tmp/$NAME" --jobs 6 --device cuda 2>&1 \
   | grep -v "^tracking: offline" | tee "$OUT/$NAME.log"
 (cd "/tmp/$NAME" && tar czf "$OUT/${NAME}_spill.tar.gz" --exclude='*.pt' spill trials sweep.json)
 ls -la "$OUT"

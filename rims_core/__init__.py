@@ -19,6 +19,7 @@ __all__ = [
     "SELECTIONS",
     "CommConfig",
     "InputAttentionConfig",
+    "NonFiniteLossError",
     "RIMCell",
     "RIMConfig",
     "RIMConfigError",
@@ -31,7 +32,8 @@ __all__ = [
 
 _WHERE = {
     **dict.fromkeys(("CELLS", "COMM_OUTPUTS", "MODEL_KINDS", "RIM_ONLY_KEYS", "SELECTIONS", "CommConfig",
-                     "InputAttentionConfig", "RIMConfig", "RIMConfigError"), "config"),
+                     "InputAttentionConfig", "RIMConfig"), "config"),
+    **dict.fromkeys(("NonFiniteLossError", "RIMConfigError"), "errors"),
     "RIMCell": "cell",
     **dict.fromkeys(("build_recurrent", "count_parameters", "macs_per_step"), "factory"),
     "cuda_graphed": "graphs",

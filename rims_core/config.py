@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
+from .errors import RIMConfigError
+
 __all__ = [
     "CELLS",
     "COMM_OUTPUTS",
@@ -40,10 +42,6 @@ SELECTIONS = ("topk", "random", "all")
 # The default (None) is the bounded form for the cell: gated_residual for LSTM units, convex for GRU units.
 COMM_OUTPUTS = ("residual", "gated_residual", "convex")
 DEFAULT_COMM_OUTPUT = {"lstm": "gated_residual", "gru": "convex"}
-
-
-class RIMConfigError(ValueError):
-    """A RIM setting is out of range; the message names the field, the value and the fix."""
 
 
 def _positive_int(owner: str, name: str, value: Any) -> None:

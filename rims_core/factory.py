@@ -56,11 +56,13 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
-def macs_per_step(module: nn.Module) -> int:
+def macs_per_step(module: nn.Module, rows: int | None = None) -> int:
     """Multiply-adds per time step and sample of a recurrent core, as computed (not as idealised).
 
     RIM counts every unit: the inactive units' candidate updates are computed and discarded, since a
-    gather of per-sample weights would cost more than it saves. Pointwise work is not counted.
+    gather of per-sample weights would cost more than it saves. Its input side is counted the way the cell
+    runs it for a forward over ``rows`` = T*B input rows (None: a long sequence), as RIMCell.folds_value
+    decides; folding's one-time cost is not counted. Pointwise work is not counted.
     """
     if isinstance(module, RIM):
         total = 0
@@ -70,7 +72,7 @@ def macs_per_step(module: nn.Module) -> int:
             G = cell.weight_hh.shape[-1]
             nh, dk, dv = cfg.input_attention.heads, cfg.input_attention.key_size, cfg.input_value_size
             total += D * nh * dk  # shared input keys
-            total += D * K * nh * G if nh * dv >= D or nh > 1 else D * dv + K * dv * G  # input gates
+            total += D * K * nh * G if cell.folds_value(rows) else D * dv + K * dv * G  # input gates
             total += K * nh * dk + K * nh * G  # attention scores, gate scaling
             total += K * H * (G + nh * dk)  # recurrent gates and queries
             if cfg.comm.enabled:

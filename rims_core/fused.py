@@ -1,11 +1,11 @@
 """The RIM scan as one autograd Function with a hand-written backward.
 
 Autograd through the step loop records ~45 nodes per step and computes every weight gradient as a
-small per-step matmul. Here the forward runs without recording, keeps only what the backward needs,
-and the backward walks the steps in reverse with fused pointwise formulas, collecting the per-step
-gradients of the weights and doing one large matmul per weight at the end. The step path
-(RIMCell.step, differentiated by autograd) stays as the plain reference and serves torch.compile and
-autocast; tests check that both give the same outputs and gradients.
+small per-step matmul. Here the forward runs the same step (rims_core.step.rim_step) without recording,
+keeps only what the backward needs, and the backward walks the steps in reverse with fused pointwise
+formulas, collecting the per-step gradients of the weights and doing one large matmul per weight at the end.
+The step path (RIMCell.step, autograd through the same rim_step) serves torch.compile and autocast; tests
+check that both give the same outputs and gradients.
 
 Storage is per step (lists of (K, B, .) tensors), never one (T, K, B, .) buffer: buffers of tens of MB are
 fresh mmap'd pages on every call (glibc never recycles blocks above 32 MB), and the first-touch page faults
@@ -17,22 +17,33 @@ ch/ck/cv communication heads, key and value size. Everything here is unit-first:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from .step import STEP_KEYS, Prepared, comm_heads, comm_read, rim_step
+
 __all__ = ["RIMScan"]
 
 
-def _tanh(x: Tensor) -> Tensor:
-    """tanh(x) = 2 sigmoid(2x) - 1 on CPU, where torch's sigmoid is vectorised and tanh is ~5x slower;
-    the two agree to 2e-7 in float32. torch.tanh elsewhere. Shared by both paths (fused and plain step)."""
-    return torch.tanh(x) if x.device.type != "cpu" else 2 * torch.sigmoid(2 * x) - 1
+class _Sizes(NamedTuple):
+    T: int
+    B: int
+    K: int
+    H: int
+    nh: int
+    dk: int
+    G: int
 
 
-STEP_KEYS = ("h", "c", "sg", "x2", "ht", "qkv", "co")  # per-step tensors kept for backward (unit-first)
+def _sizes(keys: Tensor, z: Tensor, w_hq: Tensor) -> _Sizes:
+    """The scan's sizes, read off its inputs: keys (T, B, nh, dk), z (T, B, F), w_hq (K, H, G + nh*dk)."""
+    T, B, _ = z.shape
+    K, H, width = w_hq.shape
+    nh, dk = keys.shape[-2], keys.shape[-1]
+    return _Sizes(T, B, K, H, nh, dk, width - nh * dk)
 
 
 def _chunk(T: int, K: int, B: int, width: int, itemsize: int, budget: int = 8 << 20) -> int:
@@ -66,13 +77,8 @@ class RIMScan(torch.autograd.Function):
                 comm_mask, valid, orders):
         cfg = cell.config
         lstm, comm = cfg.cell == "lstm", comm_qkv is not None
-        form = cfg.comm_output
-        T, B, _ = z.shape
-        K, H = h.shape[0], h.shape[2]
-        nh, dk = keys.shape[-2], keys.shape[-1]
-        G = w_hq.shape[-1] - nh * dk
-        if comm:
-            ch, ck, cv = cfg.comm.heads, cfg.comm.key_size, cfg.comm.value_size
+        T, B, K = _sizes(keys, z, w_hq)[:3]
+        w = Prepared(w_hq, b_hq, b_ih, None, comm_qkv, comm_w, comm_b)
         S = _chunk(T, K, B, w_u.shape[-1], w_u.element_size())
         outs, acts, atts, Ps = [], [], [], []
         st: dict[str, list[Tensor]] = {k: [] for k in STEP_KEYS}
@@ -83,63 +89,15 @@ class RIMScan(torch.autograd.Function):
                 st["h"].append(h)
                 if lstm:
                     st["c"].append(c)
-            hq = torch.bmm(h, w_hq) if b_hq is None else torch.baddbmm(b_hq, h, w_hq)  # (K, B, G + nh*dk)
-            gh, q = hq[..., :G], hq[..., G:]
-            att = torch.sigmoid((q.view(K, B, nh, dk) * keys[t]).sum(-1))  # (K, B, nh)
-            active = cell.select(att.squeeze(-1) if nh == 1 else att.mean(-1), None if orders is None else orders[t])
-            if valid is not None:
-                active &= valid[t]
+            h, c, active, att, P = rim_step(
+                cfg, w, h, c if lstm else None, keys[t], u_chunk[:, t % S],  # u: (K, B, nh*G)
+                None if valid is None else valid[t], None if in_mask is None else in_mask[t],
+                None if comm_mask is None else comm_mask[t], None if orders is None else orders[t],
+                st if save else None)
             acts.append(active)
             atts.append(att)
-            a = att if in_mask is None else att * in_mask[t]
-            ut = u_chunk[:, t % S]  # (K, B, nh*G)
-            base = gh if lstm else b_ih  # LSTM: the whole pre-activation; GRU: the input part only
-            if nh == 1:
-                gi = a * ut if base is None else torch.addcmul(base, a, ut)
-            else:
-                gi = (a.unsqueeze(-1) * ut.view(K, B, nh, G)).sum(-2)
-                gi = gi if base is None else gi + base
-            m = active.unsqueeze(-1)
-            if lstm:
-                sg = torch.sigmoid(gi)
-                i, f, g, o = sg.chunk(4, dim=-1)
-                c_new = f * c + i * (2 * g - 1)
-                tc = _tanh(c_new)
-                h_new = o * tc
-                c = torch.where(m, c_new, c)
-                if save:
-                    st["sg"].append(sg)
-                    st["x2"].append(tc)
-            else:
-                ir, iz, in_ = gi.chunk(3, dim=-1)
-                hr, hz, hn = gh.chunk(3, dim=-1)
-                r, zg = torch.sigmoid(ir + hr), torch.sigmoid(iz + hz)
-                n = _tanh(torch.addcmul(in_, r, hn))
-                h_new = torch.addcmul(n, zg, h - n)
-                if save:
-                    st["sg"].append(torch.cat([r, zg, n], dim=-1))
-                    st["x2"].append(hn.contiguous())
-            h = torch.where(m, h_new, h)
             if comm:
-                qkv = torch.bmm(h, comm_qkv)  # (K, B, ch*(2ck+cv))
-                if save:
-                    st["ht"].append(h)
-                    st["qkv"].append(qkv)
-                qc, kc, vc = qkv.view(K, B, ch, 2 * ck + cv).permute(1, 2, 0, 3).split([ck, ck, cv], dim=-1)
-                P = torch.softmax(qc @ kc.transpose(-1, -2), dim=-1)  # (B, ch, K, K)
                 Ps.append(P)
-                Pd = P if comm_mask is None else P * comm_mask[t]
-                read = (Pd @ vc).permute(2, 0, 1, 3).reshape(K, B, ch * cv)
-                if form == "residual":  # h = h~ + r W^o
-                    h = torch.where(m, torch.baddbmm(h, read, comm_w), h)
-                else:  # s = sigmoid(r [2 W^o | W^g] + b) = [(t + 1) / 2 | g], t = tanh(r W^o + b^o)
-                    pre = torch.bmm(read, comm_w) if comm_b is None else torch.baddbmm(comm_b, read, comm_w)
-                    sc = torch.sigmoid(pre)  # (K, B, 2H)
-                    t_o, g = 2 * sc[..., :H] - 1, sc[..., H:]
-                    new = torch.addcmul(h, g, t_o) if form == "gated_residual" else torch.addcmul(h, g, t_o - h)
-                    h = torch.where(m, new, h)
-                    if save:
-                        st["co"].append(sc)
             outs.append(h if valid is None else h * valid[t].unsqueeze(-1))
         act_all, att_all = torch.stack(acts), torch.stack(atts)
         P_all = torch.stack(Ps) if comm else h.new_empty(0)
@@ -163,12 +121,8 @@ class RIMScan(torch.autograd.Function):
             st[k], i0 = flat[i0:i0 + n], i0 + n
         S = ctx.chunk
         cfg = ctx.cell.config
-        lstm, comm = cfg.cell == "lstm", comm_qkv is not None
-        form = cfg.comm_output
-        T, B, _ = z.shape
-        K, H = w_hq.shape[0], w_hq.shape[1]
-        nh, dk = keys.shape[-2], keys.shape[-1]
-        G = w_hq.shape[-1] - nh * dk
+        lstm, comm, form = cfg.cell == "lstm", comm_qkv is not None, cfg.comm_output
+        T, B, K, H, nh, dk, G = _sizes(keys, z, w_hq)
         dh = d_hT.clone()
         dc = d_cT.clone() if lstm else None
         d_keys, d_z = [], []
@@ -181,7 +135,7 @@ class RIMScan(torch.autograd.Function):
         w_u_t = w_u.transpose(1, 2).contiguous()
         d_hq = w_hq.new_empty(K, B, G + nh * dk)
         if comm:
-            ch, ck, cv = cfg.comm.heads, cfg.comm.key_size, cfg.comm.value_size
+            ch, cv = cfg.comm.heads, cfg.comm.value_size
             d_comm_qkv = torch.zeros_like(comm_qkv)
             d_comm_w = torch.zeros_like(comm_w)
             d_comm_b = torch.zeros_like(comm_b) if comm_b is not None else None
@@ -196,10 +150,10 @@ class RIMScan(torch.autograd.Function):
             dh = dh + (d_out[t] if valid is None else d_out[t] * valid[t].unsqueeze(-1))
             if comm:  # h_t = h~ + m * upd(read, h~), read = dropout(softmax(q k^T)) v
                 ht = st["ht"][t]
-                qc, kc, vc = st["qkv"][t].view(K, B, ch, 2 * ck + cv).permute(1, 2, 0, 3).split([ck, ck, cv], -1)
+                qc, kc, vc = comm_heads(st["qkv"][t], cfg.comm)
                 P = P_all[t]
                 Pd = P if comm_mask is None else P * comm_mask[t]
-                read = (Pd @ vc).permute(2, 0, 1, 3).reshape(K, B, ch * cv)
+                read = comm_read(Pd, vc, None)  # as rim_step read it
                 d_upd = dh * m
                 if form == "residual":  # upd = read W^o
                     d_pre = d_upd

@@ -15,7 +15,8 @@ from typing import Any
 
 _WHERE = {
     "MODEL_NAME": "catalog", "RIMModelV2": "catalog", "register_rims_model": "catalog",
-    "DEFAULT_ATARI_FILTERS": "config", "RLLIB_MERGED_KEYS": "config", "ModelConfigError": "config",
+    "DEFAULT_ATARI_FILTERS": "config", "DEFAULT_HIDDEN_SIZE": "config", "RIM_KEYS": "config",
+    "RLLIB_MERGED_KEYS": "config", "ModelConfigError": "config",
     "RIMModelConfig": "config", "parse_model_config": "config",
     "RepeatPrevious": "envs", "check_env_id": "envs", "make_atari": "envs", "register_envs": "envs",
     "RIMRLModule": "module", "rims_module_spec": "module",

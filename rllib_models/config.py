@@ -2,19 +2,25 @@
 
 RLlib hands a module whatever dict the user wrote (its own examples read it with ``.get`` and so silently ignore a
 typo). Here every key is known or refused, with the closest valid key as a hint; the only foreign keys accepted
-are those RLlib itself merges into every module's model_config (``RLLIB_MERGED_KEYS``).
+are those RLlib itself merges into every module's model_config (``RLLIB_MERGED_KEYS``). The RIM's own settings
+are not restated here: they are rims_core's RIMConfig (its fields, defaults and checks), whose fields are top-level
+keys of the model_config, as they are ``model.*`` keys of a sweep spec.
 """
 
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
-from rims_core import RIMConfig, RIMConfigError
+from rims_core.config import RIM_ONLY_KEYS, RIMConfig, RIMConfigError
 
-__all__ = ["DEFAULT_ATARI_FILTERS", "RLLIB_MERGED_KEYS", "ModelConfigError", "RIMModelConfig",
-           "parse_model_config"]
+__all__ = ["DEFAULT_ATARI_FILTERS", "DEFAULT_HIDDEN_SIZE", "RIM_KEYS", "RLLIB_MERGED_KEYS", "ModelConfigError",
+           "RIMModelConfig", "parse_model_config"]
+
+# The model_config keys that configure the RIM itself: RIMConfig's fields, hidden_size and the RIM-only ones
+RIM_KEYS = ("hidden_size", *RIM_ONLY_KEYS)
+DEFAULT_HIDDEN_SIZE = 600  # total over units: the paper's Atari agents have 6 units of 100
 
 # Keys an AlgorithmConfig merges into every RLModule's model_config (`_model_config_auto_includes`):
 # PPO adds vf_share_layers=False. The RIM module always shares encoder and core between policy and value (as
@@ -34,40 +40,33 @@ class ModelConfigError(ValueError):
 
 @dataclass(frozen=True)
 class RIMModelConfig:
-    """The RIM policy's settings; the names are those of the sweep spec's ``model.*`` keys.
+    """The RIM policy's settings: the RIM (a rims_core.RIMConfig) and what the policy puts around it.
 
-    hidden_size is the TOTAL over units (6 x 100 = 600, as in the paper); the RIM's output feeds the policy
-    and value heads directly.
+    In the model_config dict (to_model_config, parse_model_config) the RIM's fields are top-level keys, the names
+    of the sweep spec's ``model.*`` keys; their defaults are RIMConfig's (6 units, 4 active: the paper's Atari
+    agents use 6 units and report 4 and 5 active), with hidden_size DEFAULT_HIDDEN_SIZE, the TOTAL over units.
+    The RIM's output feeds the policy and value heads directly.
     """
 
-    num_units: int = 6  # k_T; the paper's Atari agents use 6 units
-    top_k: int = 4  # k_A; the paper reports 4 and 5 active units on Atari
-    hidden_size: int = 600  # total over units
-    cell: str = "lstm"
-    selection: str = "topk"
-    input_attention: dict[str, Any] = field(default_factory=dict)
-    comm: dict[str, Any] = field(default_factory=dict)
+    rim: RIMConfig = field(default_factory=lambda: RIMConfig(hidden_size=DEFAULT_HIDDEN_SIZE))
     max_seq_len: int = 32  # truncated-BPTT length of training sequences (RLlib's contract for stateful modules)
     # image observations: [out_channels, kernel, stride] per conv layer ("same" padding)
     conv_filters: tuple[tuple[int, int, int], ...] = DEFAULT_ATARI_FILTERS
     encoder_hiddens: tuple[int, ...] = (256,)  # vector observations: MLP sizes before the RIM
 
     def rim_kwargs(self) -> dict[str, Any]:
-        """Arguments of rims_core.RIM besides input_size (validated by RIMConfig)."""
-        return {"hidden_size": self.hidden_size, "num_units": self.num_units, "top_k": self.top_k,
-                "cell": self.cell, "selection": self.selection, "input_attention": dict(self.input_attention),
-                "comm": dict(self.comm)}
+        """Arguments of rims_core.RIM besides input_size: hidden_size and the RIM-only settings."""
+        return {k: getattr(self.rim, k) for k in RIM_KEYS}
 
     def to_model_config(self) -> dict[str, Any]:
         """The plain dict to put in an RLModuleSpec (round-trips through parse_model_config)."""
-        return {"num_units": self.num_units, "top_k": self.top_k, "hidden_size": self.hidden_size,
-                "cell": self.cell, "selection": self.selection, "input_attention": dict(self.input_attention),
-                "comm": dict(self.comm), "max_seq_len": self.max_seq_len,
+        return {**self.rim.to_dict(), "max_seq_len": self.max_seq_len,
                 "conv_filters": [list(f) for f in self.conv_filters],
                 "encoder_hiddens": list(self.encoder_hiddens)}
 
 
-_FIELDS = tuple(RIMModelConfig.__dataclass_fields__)
+# every key a model_config may hold: the RIM's, then the policy's own
+_FIELDS = (*RIM_KEYS, *(f.name for f in fields(RIMModelConfig) if f.name != "rim"))
 
 
 def _positive_int(key: str, value: Any) -> int:
@@ -92,9 +91,8 @@ def parse_model_config(model_config: dict[str, Any] | None) -> RIMModelConfig:
         raise ModelConfigError(f"model_config: unknown key(s) {', '.join(hints)}; expected a subset of "
                                f"{sorted(_FIELDS)} (and RLlib's own {sorted(RLLIB_MERGED_KEYS)})")
     values = {k: raw[k] for k in _FIELDS if k in raw}
-    for key in ("num_units", "top_k", "hidden_size", "max_seq_len"):
-        if key in values:
-            _positive_int(key, values[key])
+    if "max_seq_len" in values:
+        _positive_int("max_seq_len", values["max_seq_len"])
     for key in ("input_attention", "comm"):
         if key in values and not isinstance(values[key], dict):
             raise ModelConfigError(f"model_config: Expected {key} to be a dict of its settings, got {values[key]!r}")
@@ -112,9 +110,9 @@ def parse_model_config(model_config: dict[str, Any] | None) -> RIMModelConfig:
         if not isinstance(hid, list | tuple) or not all(isinstance(v, int) and v > 0 for v in hid):
             raise ModelConfigError(f"model_config: Expected encoder_hiddens to be a list of positive ints, got {hid!r}")
         values["encoder_hiddens"] = tuple(hid)
-    cfg = RIMModelConfig(**values)
+    rim = {"hidden_size": DEFAULT_HIDDEN_SIZE, **{k: values.pop(k) for k in RIM_KEYS if k in values}}
     try:
-        RIMConfig(**cfg.rim_kwargs())
+        rim_config = RIMConfig(**rim)  # RIMConfig checks every RIM setting: positive sizes, top_k <= num_units, ...
     except RIMConfigError as e:
         raise ModelConfigError("model_config: " + str(e).replace("RIMConfig: ", "")) from None
-    return cfg
+    return RIMModelConfig(rim=rim_config, **values)

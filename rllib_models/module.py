@@ -32,8 +32,9 @@ __all__ = ["RIMRLModule", "rims_module_spec"]
 class RIMRLModule(TorchRLModule, ValueFunctionAPI):
     """Encoder (CNN for image observations, MLP for vectors) -> rims_core.RIM -> policy and value heads.
 
-    model_config: the keys of rllib_models.RIMModelConfig (num_units, top_k, hidden_size, cell, selection,
-    input_attention, comm, max_seq_len, conv_filters, encoder_hiddens); unknown keys raise ModelConfigError.
+    model_config: the keys of rllib_models.RIMModelConfig.to_model_config() (the RIM's: num_units, top_k,
+    hidden_size, cell, selection, input_attention, comm; the policy's: max_seq_len, conv_filters,
+    encoder_hiddens); unknown keys raise ModelConfigError.
     Discrete action spaces only (logits of size action_space.n).
     """
 

@@ -18,8 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field
+
+from rims_core.config import RIM_ONLY_KEYS
+from rims_core.errors import NonFiniteLossError
 
 from .config import DEFAULT_ATARI_FILTERS, parse_model_config
 
@@ -65,13 +67,12 @@ def model_spec(model: dict[str, Any], max_seq_len: int) -> tuple[str, dict[str, 
                          f"got {kind!r}")
     if model.get("num_layers", 1) != 1:
         raise ValueError(f"model.num_layers: Expected 1 for PPO policies, got {model.get('num_layers')!r}")
-    keys = ("num_units", "top_k", "cell", "selection", "input_attention", "comm")
-    rim = {k: model[k] for k in keys if k in model} if kind == "rims" else {"num_units": 1, "top_k": 1}
+    rim = {k: model[k] for k in RIM_ONLY_KEYS if k in model} if kind == "rims" else {"num_units": 1, "top_k": 1}
     cfg = parse_model_config({"hidden_size": model.get("hidden_size", 600), "max_seq_len": max_seq_len, **rim})
     if kind == "rims":
         return kind, cfg.to_model_config()
     # RLlib's built-in LSTM at the same hidden size, on the same encoder, with linear heads as the RIM module
-    return kind, {"use_lstm": True, "lstm_cell_size": cfg.hidden_size, "max_seq_len": max_seq_len,
+    return kind, {"use_lstm": True, "lstm_cell_size": cfg.rim.hidden_size, "max_seq_len": max_seq_len,
                   "conv_filters": [list(f) for f in DEFAULT_ATARI_FILTERS], "fcnet_hiddens": list(cfg.encoder_hiddens),
                   "fcnet_activation": "relu", "head_fcnet_hiddens": [], "vf_share_layers": True}
 
@@ -202,6 +203,8 @@ def train_ppo(settings: PPOSettings, model: dict[str, Any], optim: dict[str, Any
     a checkpoint (RLlib's under ``algo/`` plus save(dir, {"step", "iteration"})), log(metrics, step), then
     report(metrics, dir). Restarted from checkpoint_dir it continues the same training (weights, optimizer,
     lr schedule position, step count)."""
+    import torch  # here, not at the top: the spec checks (check_settings, PPOSettings) must not import torch
+
     config = build_ppo_config(settings, model, lr=optim["lr"], minibatch_size=optim["batch_size"],
                               grad_clip=optim["grad_clip"], total_steps=optim["max_steps"], seed=seed, gpus=gpus)
     algo = config.build_algo()
@@ -233,7 +236,7 @@ def train_ppo(settings: PPOSettings, model: dict[str, Any], optim: dict[str, Any
             metrics = ppo_metrics(result, evaluation)
             loss = metrics.get("train/loss")
             if loss is not None and not math.isfinite(loss):
-                raise FloatingPointError(f"non-finite PPO loss ({loss}) at env step {step}")
+                raise NonFiniteLossError(f"non-finite PPO loss ({loss}) at env step {step}", step=step)
             metrics.update(_selection_stats(algo, old))
             metrics["sys/env_steps_per_s"] = (step - steps0) / elapsed
             metrics["step"] = float(step)

@@ -67,18 +67,18 @@ class RIMPolicyCore(nn.Module):
         # in both, or the learner replays an episode from other units than the actor used
         for cell in self.rim.cells:
             cell.random_ties = False
-        self.pi = nn.Linear(cfg.hidden_size, num_outputs)
-        self.vf = nn.Linear(cfg.hidden_size, 1)
+        self.pi = nn.Linear(cfg.rim.hidden_size, num_outputs)
+        self.vf = nn.Linear(cfg.rim.hidden_size, 1)
         for head, gain in ((self.pi, 0.01), (self.vf, 1.0)):
             nn.init.orthogonal_(head.weight, gain)
             nn.init.zeros_(head.bias)
-        self.state_keys = ("h", "c") if cfg.cell == "lstm" else ("h",)
-        self._active_sum = torch.zeros(cfg.num_units, dtype=torch.float64)
+        self.state_keys = ("h", "c") if cfg.rim.cell == "lstm" else ("h",)
+        self._active_sum = torch.zeros(cfg.rim.num_units, dtype=torch.float64)
         self._active_steps = 0
 
     def initial_state(self) -> dict[str, Tensor]:
         """Zero state per sequence, without batch dim: each (S, Hd)."""
-        return {k: torch.zeros(self.rim.num_layers, self.cfg.hidden_size) for k in self.state_keys}
+        return {k: torch.zeros(self.rim.num_layers, self.cfg.rim.hidden_size) for k in self.state_keys}
 
     def forward(self, obs: Tensor, state: dict[str, Tensor], *, collect: bool = False
                 ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:

@@ -28,8 +28,6 @@ from .trial import CHECKPOINT_FILE, load_checkpoint
 
 __all__ = ["EvalResult", "evaluate_run", "load_trial", "parse_overrides"]
 
-TAG_REEVALUATED = TAG_REEVALUATED  # JSON list of the overrides of every `rims eval` of the run
-
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """["task.test_blanks=400,800", "task.eval_size=64"] -> {"task.test_blanks": [400, 800], ...}."""

@@ -10,12 +10,13 @@ where ``<m>`` is a base metric below.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 __all__ = [
     "COPY_RECALL",
     "COPY_SYMBOLS",
+    "DIGITS_STAND_IN",
     "TAG_CONFIG",
     "TAG_DEVICE",
     "TAG_FAILURE",
@@ -58,6 +59,7 @@ TAG_REEVALUATED = "rims.reevaluated"  # trial: JSON list of the overrides of eve
 # --- tasks: objective and metrics ----------------------------------------------------------------------------------
 COPY_SYMBOLS = 8  # copying: symbols 1..8 (sweeps/tasks/copying.py)
 COPY_RECALL = 10  # copying: symbols to recall by default (task.num_symbols); a sequence is blank + 2 * that long
+DIGITS_STAND_IN = "sklearn 8x8 digits stand-in, not MNIST"  # smnist with task.source='digits': never MNIST's numbers
 
 
 @dataclass(frozen=True)
@@ -73,17 +75,20 @@ class MetricInfo:
 @dataclass(frozen=True)
 class TaskKeys:
     """What analysis needs to know of a task: its objective (the val metric searchers optimise, and "min"/"max"),
-    whether it is trained by reinforcement learning, and its base metrics."""
+    whether it is trained by reinforcement learning, and its base metrics. ``train_stats``: statistics an RL
+    learner reports under ``train/`` only (losses, learning rate): they may be stopped on, never scored."""
 
     name: str
     objective: tuple[str, Literal["min", "max"]]
     rl: bool
     metrics: dict[str, MetricInfo]
+    train_stats: dict[str, str] = field(default_factory=dict)
 
     @property
     def metric_docs(self) -> dict[str, str]:
-        """Base metric -> what it measures (the tasks' ``metric_docs``)."""
-        return {k: m.doc for k, m in self.metrics.items()}
+        """Base metric -> what it measures: the base metrics, then the train/ statistics (the tasks'
+        ``metric_docs``, what a spec's search.metric and stop.metric may name)."""
+        return {**{k: m.doc for k, m in self.metrics.items()}, **self.train_stats}
 
 
 def _m(base: str, doc: str, chance_doc: str, better: Literal["lower", "higher"]) -> tuple[str, MetricInfo]:
@@ -108,20 +113,32 @@ TASK_KEYS: dict[str, TaskKeys] = {t.name: t for t in (
            f"1/{COPY_SYMBOLS} = {1 / COPY_SYMBOLS:.3f}", "higher"),
     ])),
     TaskKeys("smnist", ("val/acc", "max"), False, dict([
-        _m("ce", "cross-entropy (nats) of the 10-way digit classification from the last step",
-           f"ln 10 = {math.log(10):.3f}", "lower"),
-        _m("acc", "classification accuracy from the last step", "0.1", "higher"),
+        _m("ce", "cross-entropy (nats) of the 10-way digit classification from the last step; with "
+           f"task.source='digits' on the {DIGITS_STAND_IN}", f"ln 10 = {math.log(10):.3f}", "lower"),
+        _m("acc", f"classification accuracy from the last step; with task.source='digits' on the {DIGITS_STAND_IN}",
+           "0.1", "higher"),
     ])),
     TaskKeys("bouncing", ("val/bce", "min"), False, dict([
-        _m("bce", "per-pixel binary cross-entropy (nats) of next-frame prediction with teacher forcing",
+        _m("bce", "per-pixel binary cross-entropy (nats) of next-frame prediction with teacher forcing, over "
+           "frames 1..T-1",
            "no fixed level: predicting every pixel's on-rate p scores H(p), which depends on frame size and ball "
            "count", "lower"),
-        _m("rollout_bce", "per-pixel binary cross-entropy (nats) of the frames predicted in closed loop after "
-           "burn_in true frames", "no fixed level (as bce)", "lower"),
+        _m("rollout_bce", "per-pixel binary cross-entropy (nats) of the rollout frames predicted in closed loop "
+           "after burn_in true frames, the model's own predictions (probabilities) fed back",
+           "no fixed level (as bce)", "lower"),
     ])),
     TaskKeys("atari", ("val/episode_return_mean", "max"), True, dict([
-        _m("episode_return_mean", "mean episode return (val/: greedy games, raw score)",
+        _m("episode_return_mean", "mean episode return: train/ over the last 20 training episodes (clipped "
+           "rewards, one life each), val/ over task.eval_episodes greedy games at each report (raw score)",
            "no fixed level: a random policy's score depends on the game", "higher"),
-        _m("episode_len_mean", "mean episode length in agent steps", "none", "higher"),
-    ])),
+        _m("episode_len_mean", "mean episode length in agent steps (train/ and val/ as above)", "none", "higher"),
+    ]), train_stats={
+        "policy_loss": "PPO clipped surrogate loss (train/)",
+        "vf_loss": "value function loss (train/)",
+        "entropy": "policy entropy (train/)",
+        "loss": "total PPO loss (train/)",
+        "lr": "learning rate at this report (train/)",
+        "vf_explained_var": "explained variance of the value function (train/)",
+        "iterations": "PPO iterations so far (train/)",
+    }),
 )}

@@ -24,10 +24,12 @@ from typing import Any
 import yaml
 
 from .flat import config_id, resolve
-from .keys import TAG_CONFIG, TAG_FAILURE, TAG_RUNNER, TAG_STOPPED_EARLY, TAG_VARYING
+from .keys import TAG_CONFIG, TAG_RUNNER, TAG_VARYING
+from .outcome import COMPLETED, ERRORED, FAILED, STOPPED_EARLY, Outcome, Tally, closing
+from .search import SEARCH_ALGORITHMS, search_algorithm
 from .space import trial_points, varying_keys
 from .spec import SpecError, SweepSpec, smoke_spec, sweep_params
-from .tracking import SweepTracker, TrialTracker, absolute_tracking_uri, run_name, sweep_tags
+from .tracking import TrialTracker, absolute_tracking_uri, finish_sweep_run, open_sweep_run, run_name, sweep_tags
 from .trial import CHECKPOINT_FILE, run_trial
 
 __all__ = ["LocalResult", "run_local"]
@@ -50,6 +52,8 @@ class LocalResult:
     experiment_id: str = ""  # with a tracking store (empty offline)
     parent_run_id: str = ""
     previously_done: dict[str, dict[str, Any]] = field(default_factory=dict)  # trial id -> its result, not rerun
+    # trial id -> {"trial_id", "status" (its outcome), "error", "last" (its last report's metrics)}, every trial
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _store_dir(src: Path, final: Path) -> None:
@@ -96,6 +100,8 @@ def _trial(config: dict[str, Any], ctx: dict[str, Any], trial_id: str, directory
             os.replace(out / (CHECKPOINT_FILE + ".tmp"), out / CHECKPOINT_FILE)
         elif checkpoint_dir is not None:
             _store_dir(checkpoint_dir, out / CHECKPOINT_DIR)
+        if metrics.get("failed"):  # the trial failed and closed its run: it is over, whatever the rules say
+            return
         value = metrics.get(metric) if metric else None
         if value is not None and (value <= threshold if mode == "min" else value >= threshold):
             raise _Stop
@@ -103,33 +109,43 @@ def _trial(config: dict[str, Any], ctx: dict[str, Any], trial_id: str, directory
             raise _Stop
 
     ckpt = out if (out / CHECKPOINT_FILE).exists() else _stored_dir(out / CHECKPOINT_DIR)
-    status, error = "completed", None
+    status: Outcome = COMPLETED
+    error = None
     try:
         run_trial(config, ctx, trial_id=trial_id, checkpoint_dir=ckpt, report=report)
         if last.get("failed"):
-            status = "failed"
+            status = FAILED
     except _Stop:
-        status = "stopped_early"
+        status = STOPPED_EARLY
     except Exception as e:
-        status, error = "errored", f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+        status, error = ERRORED, f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
     result = {"trial_id": trial_id, "status": status, "error": error, "last": last}
     (out / RESULT_FILE).write_text(json.dumps(result, indent=2))
     return result
 
 
 def run_local(spec: SweepSpec, spec_text: str, out: str | Path, *, jobs: int = 1, device: str | None = None,
-              mlflow_uri: str | None = None, smoke: bool = False) -> LocalResult:
-    """Run every trial of a grid / random spec in up to ``jobs`` processes; resumable (same out)."""
-    if spec.search.algorithm == "optuna" or spec.scheduler.name != "none":
-        raise SpecError([("search.algorithm" if spec.search.algorithm == "optuna" else "scheduler.name",
-                          "the local runner runs grid and random searches without a scheduler; use "
+              mlflow_uri: str | None = None, smoke: bool = False, tracking: bool = True) -> LocalResult:
+    """Run every trial of a grid / random spec in up to ``jobs`` processes; resumable (same out).
+
+    Tracking: live to ``mlflow_uri``; without it offline (spill files under ``out/spill``); ``tracking=False``:
+    none at all (no run, no spill file: a smoke run such as ``rims demo``)."""
+    algorithm = search_algorithm(spec.search.algorithm)
+    if not algorithm.local or spec.scheduler.name != "none":
+        local = " and ".join(a.name for a in SEARCH_ALGORITHMS.values() if a.local)
+        raise SpecError([("search.algorithm" if not algorithm.local else "scheduler.name",
+                          f"the local runner runs {local} searches without a scheduler; use "
                           "`rims sweep run` (Ray Tune) for Optuna or ASHA")])
+    if mlflow_uri and not tracking:
+        raise ValueError(f"run_local: mlflow_uri={mlflow_uri!r} asks for tracking but tracking=False; pass one or "
+                         "the other")
     if smoke:
         spec = smoke_spec(spec)
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     state_file = out / "sweep.json"
     uri = absolute_tracking_uri(mlflow_uri) if mlflow_uri else None
+    spill_dir = out / "spill" if tracking else None
     experiment = spec.experiment or spec.name
     if state_file.exists():
         state = json.loads(state_file.read_text())
@@ -138,22 +154,17 @@ def run_local(spec: SweepSpec, spec_text: str, out: str | Path, *, jobs: int = 1
         params = sweep_params(spec, smoke)
         state = {"sweep_id": f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}", "tags": tags, "params": params,
                  "spec": yaml.safe_load(spec_text) if spec_text else None, "experiment": experiment}
-        op = {"op": "sweep", "experiment": experiment, "sweep_id": state["sweep_id"], "params": params,
-              "tags": tags, "spec_text": spec_text}
+        experiment_id, parent = open_sweep_run(uri, experiment, state["sweep_id"], params, tags, spec_text,
+                                               spill_dir / "sweep.jsonl" if spill_dir else None)
         if uri:
-            tracker = SweepTracker(uri, experiment)
-            state["parent_run_id"] = tracker.start(state["sweep_id"], params, tags, spec_text)
-            state["experiment_id"] = tracker.experiment_id
-        else:
-            (out / "spill").mkdir(exist_ok=True)
-            (out / "spill" / "sweep.jsonl").write_text(json.dumps(op) + "\n")
+            state["parent_run_id"], state["experiment_id"] = parent, experiment_id
         state_file.write_text(json.dumps(state, indent=2))
     sweep_id = state["sweep_id"]
     cpus = max(1, (os.cpu_count() or 1) // max(1, jobs)) if not spec.resources.cpu else spec.resources.cpu
     ctx = {"tracking_uri": uri, "experiment_id": state.get("experiment_id", ""), "experiment": experiment,
            "parent_run_id": state.get("parent_run_id", ""), "sweep_id": sweep_id, "seeds": spec.seed_list,
            "tags": state["tags"], "cpus": cpus, "gpus": 1 if device and device.startswith("cuda") else 0,
-           "spill_dir": str(out / "spill"), "device": device}
+           "spill_dir": str(spill_dir) if spill_dir else None, "device": device}
     stop = (spec.stop.metric, spec.stop.threshold, spec.stop.mode)
     deadline = time.time() + spec.stop.time_budget_s if spec.stop.time_budget_s else None
     trials = [(f"{i:05d}", p) for i, p in enumerate(trial_points(spec))]
@@ -163,7 +174,7 @@ def run_local(spec: SweepSpec, spec_text: str, out: str | Path, *, jobs: int = 1
     todo = []
     for tid, point in trials:
         done = out / "trials" / tid / RESULT_FILE
-        if done.exists() and json.loads(done.read_text())["status"] != "errored":
+        if done.exists() and json.loads(done.read_text())["status"] != ERRORED:
             results[tid] = json.loads(done.read_text())
         else:
             todo.append((tid, point))
@@ -186,32 +197,23 @@ def run_local(spec: SweepSpec, spec_text: str, out: str | Path, *, jobs: int = 1
 def _finish(spec: SweepSpec, results: dict[str, dict[str, Any]], ctx: dict[str, Any],
             result: LocalResult) -> LocalResult:
     """Close the runs of trials that did not close their own (stopped, errored), then the parent run."""
-    counts = {"trials": len(results), "completed": 0, "stopped_early": 0, "failed": 0, "errored": 0}
+    tally = Tally()
     points = {f"{i:05d}": p for i, p in enumerate(trial_points(spec))}
+    tracked = ctx["tracking_uri"] is not None or ctx["spill_dir"] is not None
     for tid, res in sorted(results.items()):
-        counts[res["status"]] += 1
-        if res["status"] in ("completed", "failed"):
-            if res["status"] == "failed":
-                result.failures.append(f"{tid}: failed")
+        tally.add(tid, res["status"], res["error"])
+        close = closing(res["status"], res["error"])
+        if close is None or not tracked:
             continue
         flat = resolve(points[tid])
         tracker = TrialTracker(ctx["tracking_uri"], ctx["experiment_id"], ctx["parent_run_id"], ctx["sweep_id"],
                                tid, flat, {**ctx["tags"], TAG_CONFIG: config_id(flat)},
                                experiment=ctx["experiment"], spill_dir=ctx["spill_dir"])
-        if res["status"] == "errored":
-            result.failures.append(f"{tid}: {res['error']}")
-            tracker.set_tags({TAG_FAILURE: res["error"] or "error"})
-            tracker.finish("FAILED")
-        else:
-            tracker.set_tags({TAG_STOPPED_EARLY: "true"})
-            tracker.finish("FINISHED")
-    result.counts = counts
-    summary = {"counts": counts, "failures": result.failures}
-    status = "FAILED" if counts["trials"] and counts["errored"] == counts["trials"] else "FINISHED"
-    if ctx["tracking_uri"]:
-        SweepTracker(ctx["tracking_uri"], ctx["experiment"]).finish(ctx["parent_run_id"], summary, status)
-    else:
-        op = {"op": "sweep_finish", "summary": summary, "status": status, "time": int(time.time() * 1000)}
-        with open(Path(ctx["spill_dir"]) / "sweep.jsonl", "a") as f:
-            f.write(json.dumps(op, default=str) + "\n")
+        tags, status = close
+        tracker.set_tags(tags)
+        tracker.finish(status)
+    result.counts, result.failures, result.results = tally.counts, tally.failures, results
+    finish_sweep_run(tally.summary, tally.status, uri=ctx["tracking_uri"], experiment=ctx["experiment"],
+                     run_id=ctx["parent_run_id"],
+                     spill_file=Path(ctx["spill_dir"]) / "sweep.jsonl" if ctx["spill_dir"] else None)
     return result

@@ -23,20 +23,13 @@ from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, Repeater
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.trainable import wrap_function
 
-from .keys import (
-    TAG_CONFIG,
-    TAG_FAILURE,
-    TAG_SEED,
-    TAG_STOPPED_EARLY,
-    TAG_SUPERSEDED_BY,
-    TAG_SWEEP,
-    TAG_TRIAL,
-    TAG_VARYING,
-)
+from .keys import TAG_CONFIG, TAG_FAILURE, TAG_SEED, TAG_SUPERSEDED_BY, TAG_SWEEP, TAG_TRIAL, TAG_VARYING
+from .outcome import ERRORED, FAILED, Tally, closing, tune_outcome
 from .progress import SweepProgress, TrialName, trial_dirname
+from .search import search_algorithm
 from .space import optuna_space, trial_points, varying_keys
 from .spec import SpecError, SweepSpec, preflight_errors, smoke_spec, sweep_params
-from .tracking import SweepTracker, absolute_tracking_uri, is_local_uri, sweep_tags
+from .tracking import SweepTracker, absolute_tracking_uri, finish_sweep_run, is_local_uri, sweep_tags
 from .trainable import train_trial
 
 __all__ = ["SweepResult", "check_cluster", "optuna_storage", "run_sweep", "trial_runs"]
@@ -146,7 +139,7 @@ def run_sweep(spec: SweepSpec, spec_text: str, *, address: str | None = None, ml
            "cpus": spec.resources.cpu, "gpus": spec.resources.gpu, "spill_dir": str(path / "tracking_spill")}
     trainable = tune.with_resources(_exiting(wrap_function(tune.with_parameters(train_trial, ctx=ctx))),
                                     {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
-    grid_like = spec.search.algorithm != "optuna"
+    grid_like = search_algorithm(spec.search.algorithm).expanded  # else a searcher suggests (Optuna)
     run_config = tune.RunConfig(
         name=path.name, storage_path=str(storage), verbose=0 if quiet else 1,
         progress_reporter=None if quiet else SweepProgress(varying_keys(spec), grid_like, metric, mode, verbose),
@@ -161,7 +154,7 @@ def run_sweep(spec: SweepSpec, spec_text: str, *, address: str | None = None, ml
     grid = tuner.fit()
     result = SweepResult(sweep_id, path, parent, uri, sweeper.experiment_id,
                          study=None if grid_like else (optuna_storage(path), spec.name))
-    return _finish(spec, grid, sweeper, result)
+    return _finish(spec, grid, sweeper, result, experiment)
 
 
 def _exiting(base: type) -> type:
@@ -194,7 +187,8 @@ def _exiting(base: type) -> type:
 
 def _new_tuner(spec: SweepSpec, trainable: Any, run_config: tune.RunConfig, metric: str, mode: str,
                path: Path) -> tune.Tuner:
-    if spec.search.algorithm == "optuna":
+    expanded = search_algorithm(spec.search.algorithm).expanded
+    if not expanded:  # Optuna, the one searcher: suggests configurations as results arrive
         storage = optuna.storages.RDBStorage(optuna_storage(path))
         searcher = OptunaSearch(space=optuna_space(spec), metric=metric, mode=mode, storage=storage,
                                 study_name=spec.name, seed=spec.search.seed)
@@ -216,8 +210,8 @@ def _new_tuner(spec: SweepSpec, trainable: Any, run_config: tune.RunConfig, metr
                                   grace_period=spec.scheduler.grace_period,
                                   reduction_factor=spec.scheduler.reduction_factor)
     tune_config = tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
-                                  max_concurrent_trials=(spec.max_concurrent or None) if spec.search.algorithm
-                                  == "optuna" else None, reuse_actors=True,
+                                  max_concurrent_trials=None if expanded else (spec.max_concurrent or None),
+                                  reuse_actors=True,
                                   time_budget_s=spec.stop.time_budget_s,
                                   trial_name_creator=TrialName(varying_keys(spec), spec.seed_list),
                                   trial_dirname_creator=trial_dirname)
@@ -247,46 +241,44 @@ def _param_space(spec: SweepSpec) -> dict[str, Any]:
     from our expansion, given to Tune as one grid over whole configs under the key ``trial`` (the trainable
     unwraps it): Tune's own resolution never sees our dotted keys, which keeps a restored sweep able to
     generate the trials it had not started (points_to_evaluate over dotted keys failed there)."""
-    if spec.search.algorithm == "optuna":
+    if not search_algorithm(spec.search.algorithm).expanded:
         return {}
     return {"trial": tune.grid_search(trial_points(spec))}
 
 
-def _finish(spec: SweepSpec, grid: Any, sweeper: SweepTracker, result: SweepResult) -> SweepResult:
+def _finish(spec: SweepSpec, grid: Any, sweeper: SweepTracker, result: SweepResult, experiment: str
+            ) -> SweepResult:
     """Close every trial's MLflow run by its Tune outcome and the sweep's parent run with a summary."""
     client = sweeper.client
-    counts = {"trials": 0, "completed": 0, "stopped_early": 0, "failed": 0, "errored": 0}
+    tally = Tally()
     runs = trial_runs(client, result.experiment_id, result.sweep_id)
     for res in grid:
-        counts["trials"] += 1
         trial_id = res.metrics.get("trial_id") if res.metrics else None
         run = runs.get(trial_id)
-        if res.error is not None:
-            counts["errored"] += 1
+        outcome = tune_outcome(res.error, res.metrics, spec.optim.max_steps)
+        reason = None
+        if outcome == ERRORED:
             # the trial's own account (its run's failure tag) first; else the error's last line, which names the
             # exception (the first is Ray's "ray::ImplicitFunc.train() (pid=...)" header)
             lines = [ln for ln in str(res.error).splitlines() if ln.strip()]
             reason = (run.data.tags.get(TAG_FAILURE) if run else None) or (lines[-1] if lines else repr(res.error))
-            result.failures.append(f"{trial_id}: {reason[:300]}")
-            if run and run.info.status == "RUNNING":
-                client.set_tag(run.info.run_id, TAG_FAILURE, reason[:500])
-                client.set_terminated(run.info.run_id, "FAILED")
-        elif res.metrics and res.metrics.get("failed"):
-            counts["failed"] += 1
+        elif outcome == FAILED:  # the trial closed its run, tagged with the reason
             reason = run.data.tags.get(TAG_FAILURE, "failed") if run else "failed"
-            result.failures.append(f"{trial_id}: {reason}")
-        elif res.metrics and res.metrics.get("step", 0) < spec.optim.max_steps:
-            counts["stopped_early"] += 1  # by the scheduler: its last report stands, marked as such
-            if run:
-                client.set_tag(run.info.run_id, TAG_STOPPED_EARLY, "true")
-                if run.info.status == "RUNNING":
-                    client.set_terminated(run.info.run_id, "FINISHED")
-        else:
-            counts["completed"] += 1
+        tally.add(trial_id, outcome, reason[:300] if outcome == ERRORED else reason)
+        close = closing(outcome, reason)
+        if run and close:
+            tags, status = close
+            # errored: only a run the trial left open is closed (a trial that raised closed its own, tagged);
+            # stopped early (by the scheduler): its last report stands, marked as such
+            if outcome != ERRORED or run.info.status == "RUNNING":
+                for k, v in tags.items():
+                    client.set_tag(run.info.run_id, k, v)
+            if run.info.status == "RUNNING":
+                client.set_terminated(run.info.run_id, status)
     _close_orphans(client, runs, {res.metrics.get("trial_id") for res in grid if res.metrics})
-    result.counts = counts
-    sweeper.finish(result.parent_run_id, {"counts": counts, "failures": result.failures},
-                   "FAILED" if counts["trials"] and counts["errored"] == counts["trials"] else "FINISHED")
+    result.counts, result.failures = tally.counts, tally.failures
+    finish_sweep_run(tally.summary, tally.status, uri=result.tracking_uri, experiment=experiment,
+                     run_id=result.parent_run_id, spill_file=None)
     return result
 
 

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from .flat import is_rim_only, resolve
-from .spec import SweepSpec, base_config
+from .search import search_algorithm
+from .spec_models import SweepSpec, base_config
 
 __all__ = ["OptunaSpace", "expand", "optuna_space", "trial_points", "varying_keys"]
 
@@ -39,29 +40,31 @@ def _dedupe(configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def expand(spec: SweepSpec) -> list[dict[str, Any]]:
-    """Configurations (flat dicts, without seed) for grid or random search, constraint applied, deduplicated.
-    A union of spaces expands each (random search: num_samples draws from each) and keeps the distinct ones."""
+    """Configurations (flat dicts, without seed) of an expanded search (grid, random: sweeps.search), constraint
+    applied, grids deduplicated. A union of spaces expands each (random search: num_samples draws from each) and
+    keeps the distinct ones."""
     if isinstance(spec.space, list):
         return _dedupe([c for sub in spec.subspecs() for c in expand(sub)])
+    search = search_algorithm(spec.search.algorithm)
+    if not search.expanded:
+        raise ValueError(f"expand: search.algorithm {search.name!r} is not expanded (Optuna suggests)")
     base = base_config(spec)
-    if spec.search.algorithm == "grid":
+    if not search.sampled:  # every combination of the grids
         keys = list(spec.space)
         grids = [spec.space[k]["grid"] for k in keys]
         configs = [{**base, **dict(zip(keys, combo, strict=True))} for combo in itertools.product(*grids)]
         return _dedupe([c for c in configs if _valid(c)])
-    if spec.search.algorithm == "random":
-        rng = np.random.RandomState(spec.search.seed)
-        configs = []
-        for _ in range(spec.search.num_samples):
-            for _attempt in range(1000):
-                c = {**base, **{k: _draw(rng, d) for k, d in spec.space.items() if k != "model.top_k"}}
-                if "model.top_k" in spec.space and c["model.kind"] == "rims":
-                    c["model.top_k"] = _draw(rng, spec.space["model.top_k"], upper=c["model.num_units"])
-                if c.get("model.top_k") is not None and _valid(c):
-                    configs.append(c)
-                    break
-        return [resolve(c) for c in configs]
-    raise ValueError(f"expand: search.algorithm {spec.search.algorithm!r} is not expanded (Optuna suggests)")
+    rng = np.random.RandomState(spec.search.seed)
+    configs = []
+    for _ in range(spec.search.num_samples):
+        for _attempt in range(1000):
+            c = {**base, **{k: _draw(rng, d) for k, d in spec.space.items() if k != "model.top_k"}}
+            if "model.top_k" in spec.space and c["model.kind"] == "rims":
+                c["model.top_k"] = _draw(rng, spec.space["model.top_k"], upper=c["model.num_units"])
+            if c.get("model.top_k") is not None and _valid(c):
+                configs.append(c)
+                break
+    return [resolve(c) for c in configs]
 
 
 def _draw(rng: np.random.RandomState, dist: dict[str, Any], upper: int | None = None) -> Any:

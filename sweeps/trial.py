@@ -23,6 +23,7 @@ from rims_core import count_parameters, macs_per_step
 
 from .flat import config_id, nest, resolve
 from .keys import TAG_CONFIG, TAG_DEVICE, TAG_FAILURE, TAG_NODE
+from .outcome import NON_FINITE, NonFiniteLossError, failed_report
 from .tasks import build_task
 from .tasks.base import RLTask, recurrent_core
 from .tracking import NullTracker, TrialTracker
@@ -73,6 +74,11 @@ def run_trial(config: dict[str, Any], ctx: dict[str, Any], *, trial_id: str, che
     ctx: tracking_uri, experiment_id, experiment, parent_run_id, sweep_id, seeds, tags, cpus, gpus, spill_dir,
     device. tracking_uri None: offline (operations to the spill file) when spill_dir is given, else off.
     report(metrics, checkpoint_dir) is called with a directory that holds the checkpoint of that report.
+
+    Outcomes (sweeps.outcome): returns after its last report, the run FINISHED; a non-finite loss (supervised,
+    or NonFiniteLossError from an RL algorithm) ends it FAILED with the reason in rims.failure and a last report
+    ``{"failed": 1, "step": ...}``, and it returns: a sure failure, which a retry would only repeat (same seed,
+    same batches); any other exception also closes the run FAILED, and is raised (Tune may retry it).
     """
     flat = dict(config.get("trial", config))  # grid / random: the whole flat config under "trial"
     if "__trial_index__" in flat:  # Optuna + Repeater: the repeat index picks the seed
@@ -92,8 +98,19 @@ def run_trial(config: dict[str, Any], ctx: dict[str, Any], *, trial_id: str, che
     ray = sys.modules.get("ray")  # under Tune: the node the trial runs on
     node = ray.get_runtime_context().get_node_id() if ray is not None and ray.is_initialized() else "local"
     tracker.set_tags({TAG_NODE: node})  # where the trial (last) ran: a restart elsewhere updates it
+    reported = {"step": 0}
+
+    def report_step(metrics: dict[str, float], directory: Path | None) -> None:
+        reported["step"] = int(metrics.get("step", reported["step"]))
+        report(metrics, directory)
+
     try:
-        _setup_and_train(flat, seed, device, checkpoint_dir, tracker, report)
+        _setup_and_train(flat, seed, device, checkpoint_dir, tracker, report_step)
+    except NON_FINITE as e:  # a sure failure: the run says why, and the failed report ends the trial
+        tracker.set_tags({TAG_FAILURE: str(e)[:500]})
+        tracker.finish("FAILED")
+        # the error's step when it carries one (else the last report's): where training stopped
+        report(failed_report(int(getattr(e, "step", None) or reported["step"])), None)
     except Exception as e:  # the run says why (Tune may still retry it: a retry reopens the same run)
         tracker.set_tags({TAG_FAILURE: f"{type(e).__name__}: {e}"[:500]})
         tracker.finish("FAILED")
@@ -141,11 +158,7 @@ def _train(task: Any, model: torch.nn.Module, opt: torch.optim.Optimizer, gen: t
         loss, train_m = task.loss(model, batch)
         step += 1
         if not torch.isfinite(loss):
-            reason = f"non-finite loss ({loss.item()}) at step {step}"
-            tracker.set_tags({TAG_FAILURE: reason})
-            tracker.finish("FAILED")
-            report({"failed": 1.0, "step": step}, None)  # ends the trial; Tune does not retry a sure failure
-            return
+            raise NonFiniteLossError(f"non-finite loss ({loss.item()}) at step {step}", step=step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), optim["grad_clip"])

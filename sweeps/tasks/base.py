@@ -1,4 +1,6 @@
-"""What every task provides to the trainable, and the pieces tasks share.
+"""What a task's implementation provides to the trial: model, training batches, loss, evaluation (supervised),
+or its own training loop (RL); and the pieces implementations share. Imports torch: loaded only when a trial
+builds its task (sweeps.tasks.build_task); the spec needs only the declarations (declaration.py, declared.py).
 
 A task turns its settings (the spec's ``task.*`` keys) and the model settings (``model.*``) into a model,
 training batches, a loss, and an evaluation on fixed data. Metric names line up across model kinds:
@@ -14,20 +16,14 @@ from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 from torch import Tensor, nn
 
 from rims_core import RIM, RIM_ONLY_KEYS, build_recurrent
 
+from .declaration import EVAL_SEED, RLTaskDeclaration, TaskDeclaration, TaskSettings
+
 __all__ = ["EVAL_SEED", "RLTask", "Task", "TaskSettings", "make_core", "recurrent_core"]
-
-EVAL_SEED = 10_000  # seed of every task's evaluation data: the same for every trial
-
-
-class TaskSettings(BaseModel):
-    """Base of each task's ``task.*`` settings: unknown keys are errors, values are validated."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def make_core(model: dict[str, Any], input_size: int) -> nn.Module:
@@ -47,39 +43,17 @@ def recurrent_core(model: nn.Module) -> nn.Module:
     return model.rnn
 
 
-class _TaskBase(ABC):
-    """What the spec, the runner and the trial know of every task, supervised or RL."""
-
-    name: ClassVar[str]
-    settings_model: ClassVar[type[BaseModel]]
-    objective: ClassVar[tuple[str, str]]  # the val metric searchers and schedulers optimise, and "min"/"max"
-    metric_docs: ClassVar[dict[str, str]]  # metric name (without prefix/condition) -> what it measures
-    optim_defaults: ClassVar[dict[str, Any]] = {}  # optim.* a spec of this task gets where it gives none
+class _Built:
+    """A task built for one trial: its settings, the resolved ``model.*`` settings and the device."""
 
     def __init__(self, settings: BaseModel, model: dict[str, Any], device: torch.device | str = "cpu") -> None:
         self.settings = settings
         self.model_settings = model
         self.device = torch.device(device)
 
-    @classmethod
-    def preflight(cls, settings: BaseModel) -> list[tuple[str, str]]:
-        """Checks that depend on the machine (data files present, the game installed): (path, message) pairs,
-        empty if fine. Run by the runner where the sweep runs, right after connecting, before any trial or run."""
-        return []
 
-    @classmethod
-    def reports(cls, settings: BaseModel, optim: dict[str, Any]) -> int:
-        """Reports a full trial makes (ASHA's max_t): one every optim["eval_every"] steps and one at the end."""
-        return max(1, -(-optim["max_steps"] // optim["eval_every"]))
-
-    @classmethod
-    def smoke(cls, task: dict[str, Any], optim: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-        """``task.*`` and ``optim.*`` of a smoke run (``--smoke``): every trial for a few steps."""
-        return task, {**optim, "max_steps": min(optim["max_steps"], 4), "eval_every": 2}
-
-
-class Task(_TaskBase):
-    """One supervised task of the paper. Subclasses set the class attributes and implement the four methods."""
+class Task(TaskDeclaration, _Built, ABC):
+    """One supervised task of the paper: subclasses its declaration (declared.py) and implements the four methods."""
 
     settings_model: ClassVar[type[TaskSettings]]
 
@@ -115,17 +89,8 @@ class Task(_TaskBase):
         return {f"rims/active_frac/{k}": float(v) for k, v in enumerate(frac)}
 
 
-class RLTask(_TaskBase):
-    """A reinforcement-learning task: trained by an RL algorithm through ``train``, not batch by batch.
-
-    Sets ``optim_defaults``: RL learning rates and budgets differ from the supervised defaults by orders of
-    magnitude. Adds ``check``, the cross-field checks the spec runs on every configuration.
-    """
-
-    @classmethod
-    def check(cls, settings: BaseModel, model: dict[str, Any], optim: dict[str, Any]) -> list[tuple[str, str]]:
-        """Cross-field checks of one resolved trial config: (path, message) pairs, empty if fine."""
-        return []
+class RLTask(RLTaskDeclaration, _Built, ABC):
+    """A reinforcement-learning task: trained by an RL algorithm through ``train``, not batch by batch."""
 
     @abstractmethod
     def train(self, optim: dict[str, Any], seed: int, checkpoint_dir: Any, log: Any, report: Any,

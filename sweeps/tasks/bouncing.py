@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field, field_validator, model_validator
 from torch import Tensor, nn
 
-from .base import EVAL_SEED, Task, TaskSettings, make_core
+from .base import EVAL_SEED, Task, make_core
+from .declared import MAX_BALLS, TRAIN_SEED, BouncingDeclaration, BouncingSettings
 
 __all__ = [
     "EMBED_SIZE",
@@ -47,8 +47,6 @@ __all__ = [
 RADIUS = 0.1  # ball radius in box units: 3.2 pixels at S = 32
 SPEED = (0.02, 0.05)  # range of initial speeds, box units per frame (0.6 to 1.6 pixels at S = 32)
 SUBSTEPS = 4  # integration steps per frame: a pair interpenetrates by at most 2 * 0.05 / 4 = 0.025
-MAX_BALLS = 10  # random placement of non-overlapping balls of RADIUS stays quick up to here
-TRAIN_SEED = 0  # seed of the training pool; evaluation seeds derive from EVAL_SEED, so they never coincide
 EMBED_SIZE = 64  # E
 WIDTH = 256  # hidden width of the encoder and decoder MLPs
 EVAL_BATCH = 256  # bounds the memory of an evaluation forward
@@ -136,34 +134,6 @@ def make_videos(n_videos: int, n_balls: int, n_frames: int, size: int, seed: int
     return render(simulate(n_videos, n_balls, n_frames, seed)[0], size, curtain=curtain)
 
 
-class BouncingSettings(TaskSettings):
-    """``task.*`` keys of bouncing-ball next-frame prediction."""
-
-    frame_size: int = Field(32, ge=4, description="side S of the square binary frames")
-    n_frames: int = Field(51, ge=2, description="frames per video (paper: teacher forcing on length 51)")
-    train_balls: int = Field(4, ge=1, le=MAX_BALLS, description="balls in the training and val videos")
-    test_balls: list[int] = Field([6, 8], description="ball counts evaluated out of distribution")
-    curtain: bool = Field(True, description="also evaluate 3 balls behind a curtain (condition curtain3)")
-    burn_in: int = Field(15, ge=1, description="true frames fed before the closed-loop rollout")
-    rollout: int = Field(20, ge=1, description="frames predicted in closed loop and scored after burn_in")
-    train_size: int = Field(2000, ge=1, description=f"videos in the training pool (generated once, seed {TRAIN_SEED})")
-    eval_size: int = Field(128, ge=1, description="videos in each fixed evaluation set")
-
-    @field_validator("test_balls")
-    @classmethod
-    def _balls(cls, v: list[int]) -> list[int]:
-        if not v or any(not 1 <= b <= MAX_BALLS for b in v):
-            raise ValueError(f"expected a non-empty list of ball counts in 1..{MAX_BALLS}, got {v}")
-        return v
-
-    @model_validator(mode="after")
-    def _horizon(self) -> BouncingSettings:
-        if self.burn_in + self.rollout > self.n_frames:
-            raise ValueError(f"expected burn_in + rollout <= n_frames, got burn_in={self.burn_in} + "
-                             f"rollout={self.rollout} > n_frames={self.n_frames}")
-        return self
-
-
 class BouncingModel(nn.Module):
     """Frames (B, T, S, S) -> MLP encoder (B, T, E) -> core (RIM, LSTM or GRU) -> MLP decoder -> logits."""
 
@@ -208,18 +178,8 @@ def _bce(logits: Tensor, target: Tensor) -> Tensor:
     return F.binary_cross_entropy_with_logits(logits, target)
 
 
-class BouncingTask(Task):
+class BouncingTask(BouncingDeclaration, Task):
     """Bouncing balls: train at task.train_balls; val at it, eval at it, every task.test_balls and curtain3."""
-
-    name = "bouncing"
-    settings_model = BouncingSettings
-    objective = ("val/bce", "min")
-    metric_docs = {
-        "bce": "per-pixel binary cross-entropy (nats) of next-frame prediction with teacher forcing, over "
-               "frames 1..T-1",
-        "rollout_bce": "per-pixel binary cross-entropy (nats) of the rollout frames predicted in closed loop "
-                       "after burn_in true frames, the model's own predictions (probabilities) fed back",
-    }
 
     @cached_property
     def eval_videos(self) -> dict[str, Tensor]:

@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, field_validator
 from torch import Tensor, nn
 
 from rims_core.config import RIM_ONLY_KEYS
 
-from .base import EVAL_SEED, Task, TaskSettings, make_core
+from .base import EVAL_SEED, Task, make_core
+from .declared import NUM_SYMBOLS, CopyingDeclaration, CopyingSettings
 
 __all__ = [
     "CHANCE_CE",
@@ -34,7 +33,6 @@ __all__ = [
     "make_batch",
 ]
 
-NUM_SYMBOLS = 10  # symbols to remember (the paper's; task.num_symbols)
 VOCAB = 10  # 0 blank, 1..8 symbols, 9 marker
 MARKER = 9
 CHANCE_CE = math.log(8)  # cross-entropy of a uniform guess over the 8 symbols, 2.079
@@ -92,39 +90,8 @@ def copying_metrics(logits: Tensor, y: Tensor, num_symbols: int = NUM_SYMBOLS) -
     return ce, m
 
 
-class CopyingSettings(TaskSettings):
-    """``task.*`` keys of the copying task."""
-
-    blank: int = Field(50, ge=1, description="blank span of the training sequences (paper: 50)")
-    test_blanks: list[int] = Field([200], description="blank spans evaluated out of distribution (paper: 200)")
-    num_symbols: int = Field(NUM_SYMBOLS, ge=1, description="symbols to copy (paper: 10); chance stays ln 8 "
-                             "per recall position")
-    loss: Literal["ce", "ce_all"] = Field(
-        "ce", description="training loss: ce over the 10 recall positions, or ce_all over every position "
-        "(the official script's definition)")
-    eval_size: int = Field(512, ge=1, description="sequences in each fixed evaluation set")
-
-    @field_validator("test_blanks")
-    @classmethod
-    def _positive(cls, v: list[int]) -> list[int]:
-        if not v or any(b < 1 for b in v):
-            raise ValueError(f"expected a non-empty list of blank spans >= 1, got {v}")
-        return v
-
-
-class CopyingTask(Task):
+class CopyingTask(CopyingDeclaration, Task):
     """Copying: train at task.blank, evaluate at task.blank (val, and eval) and at every task.test_blanks."""
-
-    name = "copying"
-    settings_model = CopyingSettings
-    objective = ("val/ce", "min")
-    metric_docs = {
-        "ce": "mean cross-entropy over the recall positions (chance: ln 8 = 2.079)",
-        "ce_all": "mean cross-entropy over every position, as the official RIMs script computes it (chance "
-                  "depends on blank and num_symbols: a model that knows where blanks go scores "
-                  "ln 8 * num_symbols / (blank + 2 * num_symbols))",
-        "acc": "per-symbol accuracy over the recall positions (chance: 1/8)",
-    }
 
     def __init__(self, settings: CopyingSettings, model: dict, device: torch.device | str = "cpu") -> None:
         super().__init__(settings, model, device)

@@ -16,18 +16,26 @@ H hidden size, C = 10 classes.
 
 from __future__ import annotations
 
-import gzip
-import struct
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field, field_validator, model_validator
 from torch import Tensor, nn
 
-from .base import EVAL_SEED, Task, TaskSettings, make_core
+from .base import EVAL_SEED, Task, make_core
+from .declared import SmnistDeclaration, SmnistSettings
+from .mnist_files import (
+    DIGITS_SPLIT_CAP,
+    MNIST_FILES,
+    MNIST_URLS,
+    STAND_IN,
+    MnistNotFoundError,
+    load_digits_stand_in,
+    load_idx,
+    load_mnist,
+    missing_mnist_message,
+)
 
 __all__ = [
     "EMBED_SIZE",
@@ -42,95 +50,13 @@ __all__ = [
     "load_digits_stand_in",
     "load_idx",
     "load_mnist",
+    "missing_mnist_message",
     "rescale_binarize",
 ]
 
 NUM_CLASSES = 10
 EMBED_SIZE = 16  # pixel embedding size E
 EVAL_BATCH = 500  # evaluation batch: bounds the memory of a forward over up to 1000 x 576 steps
-MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-               "t10k-labels-idx1-ubyte")
-MNIST_URLS = ("http://yann.lecun.com/exdb/mnist/", "https://ossci-datasets.s3.amazonaws.com/mnist/")
-IDX_MAGIC = {3: 2051, 1: 2049}  # idx3 (images, ubyte, 3 dims), idx1 (labels, ubyte, 1 dim)
-STAND_IN = "sklearn 8x8 digits stand-in, not MNIST"
-DIGITS_SPLIT_CAP = 1797 // 5  # val and eval each take at most a fifth of the 1797 digits, so >= 1077 train
-
-
-class MnistNotFoundError(FileNotFoundError):
-    """MNIST IDX files are missing; the message names the directory, the files and where to get them."""
-
-
-def load_idx(path: str | Path) -> np.ndarray:
-    """An IDX file (plain or .gz) as a uint8 array: (N, rows, cols) for idx3 images, (N,) for idx1 labels.
-
-    The magic number must match the name (idx3 -> 2051, idx1 -> 2049; either when the name says neither),
-    and the file size must equal the header plus the declared dims.
-    """
-    path = Path(path)
-    raw = path.read_bytes()  # a missing file raises FileNotFoundError naming it
-    if path.suffix == ".gz":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as e:  # a corrupt or truncated gzip stream
-            raise ValueError(f"load_idx: {path}: Expected a gzip stream, got an unreadable one ({e})") from e
-    if len(raw) < 4:
-        raise ValueError(f"load_idx: {path}: Expected at least a 4-byte header, got {len(raw)} bytes")
-    (magic,) = struct.unpack(">I", raw[:4])
-    want = [m for d, m in IDX_MAGIC.items() if f"idx{d}" in path.name] or list(IDX_MAGIC.values())
-    if magic not in want:
-        raise ValueError(f"load_idx: {path}: Expected magic number {' or '.join(map(str, want))}, got {magic}")
-    ndim = magic & 0xFF
-    head = 4 + 4 * ndim
-    if len(raw) < head:
-        raise ValueError(f"load_idx: {path}: truncated header, Expected {head} bytes, got {len(raw)}")
-    dims = struct.unpack(f">{ndim}I", raw[4:head])
-    size = head + int(np.prod(dims))
-    if len(raw) != size:
-        what = "truncated" if len(raw) < size else "trailing bytes"
-        raise ValueError(f"load_idx: {path}: {what}, Expected {size} bytes for dims {dims}, got {len(raw)}")
-    return np.frombuffer(raw, dtype=np.uint8, offset=head).reshape(dims)
-
-
-def _find(data_dir: Path, name: str) -> Path | None:
-    return next((p for p in (data_dir / name, data_dir / f"{name}.gz") if p.is_file()), None)
-
-
-def missing_mnist_message(data_dir: str | Path) -> str | None:
-    """Why data_dir cannot serve MNIST (which files are missing, where to get them), or None if it can."""
-    data_dir = Path(data_dir)
-    missing = [n for n in MNIST_FILES if _find(data_dir, n) is None]
-    if not missing:
-        return None
-    return (f"MNIST: missing {missing} in {data_dir}{'' if data_dir.is_dir() else ' (no such directory)'}. "
-            f"Expected the four IDX files {list(MNIST_FILES)}, each plain or .gz; download them from "
-            f"{MNIST_URLS[0]} or the mirror {MNIST_URLS[1]} (torchvision's MNIST(root, download=True) puts them "
-            "in root/MNIST/raw), or use task.source='digits' for the offline stand-in")
-
-
-def load_mnist(data_dir: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{"train": (images (N, S, S), labels (N,)), "test": (...)} from the four standard IDX files."""
-    data_dir = Path(data_dir)
-    paths = {name: _find(data_dir, name) for name in MNIST_FILES}
-    message = missing_mnist_message(data_dir)
-    if message:
-        raise MnistNotFoundError(message)
-    out = {}
-    for split, prefix in (("train", "train"), ("test", "t10k")):
-        ip, lp = paths[f"{prefix}-images-idx3-ubyte"], paths[f"{prefix}-labels-idx1-ubyte"]
-        images, labels = load_idx(ip), load_idx(lp)
-        if len(images) != len(labels):
-            raise ValueError(f"MNIST: Expected as many labels in {lp} as images in {ip} ({len(images)}), "
-                             f"got {len(labels)}")
-        out[split] = images, labels
-    return out
-
-
-def load_digits_stand_in() -> tuple[np.ndarray, np.ndarray]:
-    """The sklearn 8x8 digits stand-in, not MNIST: images (1797, 8, 8) in 0..16, labels (1797,)."""
-    from sklearn.datasets import load_digits  # bundled with scikit-learn, no download
-
-    d = load_digits()
-    return d.images.astype(np.uint8), d.target.astype(np.int64)
 
 
 def rescale_binarize(images: np.ndarray, resolution: int, max_value: float) -> np.ndarray:
@@ -139,40 +65,6 @@ def rescale_binarize(images: np.ndarray, resolution: int, max_value: float) -> n
     idx = [np.minimum(((np.arange(resolution) + 0.5) * s / resolution).astype(np.int64), s - 1)
            for s in images.shape[1:]]
     return (images[:, idx[0]][:, :, idx[1]] > max_value / 2).astype(np.uint8)
-
-
-class SmnistSettings(TaskSettings):
-    """``task.*`` keys of sequential MNIST with a resolution shift."""
-
-    source: Literal["mnist", "digits"] = Field(
-        "digits", description=f"'mnist': the IDX files in data_dir; 'digits': the {STAND_IN} (offline)")
-    data_dir: str | None = Field(None, description="directory with the four standard MNIST IDX files (plain or "
-                                 ".gz); required for source='mnist'")
-    train_resolution: int = Field(14, ge=2, description="side of the training images (paper: 14, 196 steps)")
-    test_resolutions: list[int] = Field([16, 19, 24], description="sides evaluated out of distribution "
-                                        "(paper: 16, 19, 24)")
-    val_size: int = Field(1000, ge=1, description="held-out training images in the val set (from the training "
-                          f"split; with source='digits' at most {DIGITS_SPLIT_CAP})")
-    eval_size: int = Field(1000, ge=1, description="test images evaluated at every resolution (with "
-                           f"source='digits' at most {DIGITS_SPLIT_CAP})")
-    train_size: int | None = Field(None, ge=1, description="cap on the training images; None: all that remain")
-
-    @field_validator("test_resolutions")
-    @classmethod
-    def _resolutions(cls, v: list[int]) -> list[int]:
-        if not v or any(r < 2 for r in v):
-            raise ValueError(f"expected a non-empty list of resolutions >= 2, got {v}")
-        return v
-
-    @model_validator(mode="after")
-    def _source(self) -> SmnistSettings:
-        if self.source == "mnist" and self.data_dir is None:
-            raise ValueError(f"source='mnist' needs data_dir: a directory with {list(MNIST_FILES)} "
-                             f"(from {MNIST_URLS[0]}), or use source='digits' for the offline stand-in")
-        if self.source == "digits" and self.data_dir is not None:
-            raise ValueError(f"data_dir applies to source='mnist' only, got data_dir={self.data_dir!r} with "
-                             "source='digits'; drop it or set source='mnist'")
-        return self
 
 
 class SmnistModel(nn.Module):
@@ -196,17 +88,9 @@ def _metrics(logits: Tensor, y: Tensor) -> tuple[Tensor, dict[str, float]]:
     return ce, {"ce": ce.item(), "acc": acc.item()}
 
 
-class SmnistTask(Task):
+class SmnistTask(SmnistDeclaration, Task):
     """Sequential MNIST: train at task.train_resolution; val at it, eval at it and every task.test_resolutions."""
 
-    name = "smnist"
-    settings_model = SmnistSettings
-    objective = ("val/acc", "max")
-    metric_docs = {
-        "ce": "cross-entropy of the 10-way classification from the last step (chance: ln 10 = 2.303); with "
-              f"task.source='digits' on the {STAND_IN}",
-        "acc": f"classification accuracy from the last step (chance: 0.1); with task.source='digits' on the {STAND_IN}",
-    }
     sources = {"mnist": "MNIST (LeCun et al.), 28x28, intensities 0..255", "digits": f"{STAND_IN} (8x8, 0..16)"}
 
     def __init__(self, settings: SmnistSettings, model: dict, device: torch.device | str = "cpu") -> None:
@@ -241,21 +125,6 @@ class SmnistTask(Task):
         self.train_data = seqs(tr_x[train], tr_y[train], r0)  # uint8 cache: 60000 x 196 bytes for MNIST
         self.val_data = seqs(tr_x[val], tr_y[val], r0)
         self.eval_data = {r: seqs(te_x[test], te_y[test], r) for r in dict.fromkeys([r0, *s.test_resolutions])}
-
-    @classmethod
-    def preflight(cls, settings: SmnistSettings) -> list[tuple[str, str]]:
-        """The MNIST files must be where task.data_dir says, whole and well-formed (checked where the sweep runs,
-        before any run)."""
-        if settings.source != "mnist":
-            return []
-        message = missing_mnist_message(settings.data_dir)
-        if message:
-            return [("task.data_dir", message)]
-        try:  # a truncated or wrong file is refused here too, not in every trial
-            load_mnist(settings.data_dir)
-        except (ValueError, OSError, EOFError) as e:
-            return [("task.data_dir", f"{e}; replace the file with a fresh copy from {MNIST_URLS[0]}")]
-        return []
 
     def build_model(self) -> nn.Module:
         return SmnistModel(self.model_settings).to(self.device)

@@ -221,10 +221,16 @@ def test_unknown_schema_version_falls_back_to_the_api(store, tmp_path, monkeypat
     assert rows(hist, HISTORY_COLUMNS) == rows(ref_hist, HISTORY_COLUMNS)
 
 
-def test_default_tracking_uri_is_mlflow_db_in_the_working_directory(store, tmp_path, monkeypatch):
+@pytest.mark.parametrize("uri", [None, "", "sqlite:///mlflow.db", "file:mlruns", "mlruns", "/abs/mlruns"])
+def test_a_tracking_uri_that_depends_on_the_working_directory_is_refused(store, tmp_path, monkeypatch, uri):
+    """export.json records the URI and the next export compares it: a relative one would name another store from
+    another directory. The CLI resolves --mlflow-uri (sweeps.tracking.absolute_tracking_uri) before calling."""
     copy_store(store, tmp_path / "copy")
-    monkeypatch.chdir(tmp_path / "copy")
-    res = export_experiment(EXP, tmp_path / "out")
+    monkeypatch.chdir(tmp_path / "copy")  # where a relative sqlite URI would find a store
+    with pytest.raises(ValueError, match=r"export_experiment: tracking_uri=.*absolute_tracking_uri"):
+        export_experiment(EXP, tmp_path / "out", uri)
+    assert not (tmp_path / "out").exists()
+    absolute = f"sqlite:///{(tmp_path / 'copy' / 'mlflow.db').resolve()}"
+    res = export_experiment(EXP, tmp_path / "out", absolute)
     assert (res.method_used, res.n_runs) == ("sql", 5)
-    assert json.loads((tmp_path / "out" / MANIFEST).read_text())["tracking_uri"] == (
-        f"sqlite:///{(tmp_path / 'copy' / 'mlflow.db').resolve()}")
+    assert json.loads((tmp_path / "out" / MANIFEST).read_text())["tracking_uri"] == absolute

@@ -1,4 +1,5 @@
-"""Plots from synthetic exported tables (the analysis/schema.py layout) and from small RIM models."""
+"""Plots from synthetic exported tables (the analysis/schema.py layout) and from unit-activity arrays (the
+tracing of real models that produces them: tests/sweeps/test_activations.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,6 @@ from datetime import UTC, datetime
 import numpy as np
 import pyarrow as pa
 import pytest
-import torch
-import torch.nn.functional as F
 from matplotlib.collections import PolyCollection
 
 from analysis.plots import (
@@ -18,14 +17,11 @@ from analysis.plots import (
     downsample_minmax,
     eval_conditions,
     learning_curves,
-    load_trial_model,
     ood_curves,
     param_importance,
     parse_condition,
     symbol_frequency,
-    trace_activity,
 )
-from sweeps.tasks.copying import VOCAB, CopyingModel, make_batch
 
 UNITS = (4, 6, 8)  # the three groups
 SEEDS = (0, 1, 2)
@@ -209,81 +205,68 @@ def test_ood_curves_name_the_available_eval_metrics(tmp_path, tables):
 
 
 # ------------------------------------------------------------------------------------------ unit activity
+N, T, K, TOP_K = 6, 15, 3, 2
+MARKER = 9
+
+
 @pytest.fixture(scope="module")
-def copying():
-    torch.manual_seed(0)
-    model = CopyingModel("rims", hidden_size=12, num_units=3, top_k=2)
-    x, _ = make_batch(6, blank=5, generator=torch.Generator().manual_seed(1))
-    return model, x
+def activity():
+    """tokens (N, T) like copying's (symbols 1-8, blanks 0, one marker per sequence) and active (N, T, K) with
+    exactly TOP_K units per step, unit 0 active at every marker."""
+    rng = np.random.default_rng(1)
+    tokens = rng.integers(0, 9, (N, T))
+    tokens[:, 7] = MARKER
+    active = np.zeros((N, T, K), dtype=bool)
+    for n in range(N):
+        for t in range(T):
+            units = [0, 1] if tokens[n, t] == MARKER else rng.choice(K, TOP_K, replace=False)
+            active[n, t, units] = True
+    return tokens, active
 
 
-def test_activation_heatmap_draws_the_trace(tmp_path, copying):
-    model, x = copying
-    model.train()
-    files = activation_heatmap(model, x, tmp_path, tokens=x)
+def test_activation_heatmap_draws_the_first_four_sequences(tmp_path, activity):
+    tokens, active = activity
+    files = activation_heatmap(active, tmp_path, tokens=tokens)
     _written(files)
     assert files[0].name == "unit_activation.png"
-    assert model.training  # the mode is restored
-    model.eval()  # the plot runs the model in eval mode
-    with torch.no_grad():
-        _, _, trace = model.rnn(F.one_hot(x[:4], VOCAB).float(), return_trace=True)
-    expect = trace.active[0].permute(1, 2, 0).numpy()  # (4, K, L)
     drawn = files.data["active"]
-    np.testing.assert_array_equal(drawn, expect)
-    assert drawn.shape == (4, 3, x.shape[1])
-    assert np.all(drawn.sum(axis=1) == 2)  # top_k units per step
+    assert drawn.shape == (4, K, T)  # units x steps, the first 4 sequences
+    np.testing.assert_array_equal(drawn, active[:4].transpose(0, 2, 1))
     axes = files.figure.axes
     assert len(axes) == 4
     for i, ax in enumerate(axes):
-        np.testing.assert_array_equal(np.asarray(ax.images[0].get_array()), expect[i].astype(float))
-        assert [t.get_text() for t in ax.get_xticklabels()] == [str(int(v)) for v in x[i]]
+        np.testing.assert_array_equal(np.asarray(ax.images[0].get_array()), active[i].T.astype(float))
+        assert [t.get_text() for t in ax.get_xticklabels()] == [str(v) for v in tokens[i]]
+    assert files.figure._suptitle.get_text() == f"active units (top_k={TOP_K} of {K})"
+    plain = activation_heatmap(active[:2], tmp_path, name="plain")
+    assert len(plain.figure.axes) == 2 and plain.figure.axes[-1].get_xlabel() == "step"
 
 
-def test_activation_by_symbol_gives_per_unit_frequencies(tmp_path, copying):
-    model, x = copying
-    files = activation_by_symbol(model, x, x, tmp_path)
+def test_activation_by_symbol_gives_per_unit_frequencies(tmp_path, activity):
+    tokens, active = activity
+    files = activation_by_symbol(active, tokens, tmp_path)
     _written(files)
     d = files.data
-    assert d["symbols"] == sorted(set(x.flatten().tolist()))
+    assert d["symbols"] == sorted(set(tokens.flatten().tolist()))
     freq = d["frequency"]
-    assert freq.shape == (3, len(d["symbols"]))
-    np.testing.assert_allclose(freq.sum(axis=0), 2.0)  # top_k active units at every step
-    active = trace_activity(model, x)
-    j = d["symbols"].index(9)  # the marker: once per sequence
-    np.testing.assert_allclose(freq[:, j], active.permute(0, 2, 1)[x == 9].float().mean(0).numpy())
-    assert d["count"][j] == x.shape[0]
+    assert freq.shape == (K, len(d["symbols"]))
+    np.testing.assert_allclose(freq.sum(axis=0), TOP_K)  # top_k active units at every step
+    j = d["symbols"].index(MARKER)  # once per sequence, always units 0 and 1
+    np.testing.assert_array_equal(freq[:, j], [1.0, 1.0, 0.0])
+    assert d["count"][j] == N
+    v = d["symbols"].index(int(tokens[0, 0]))
+    np.testing.assert_allclose(freq[:, v], active[tokens == tokens[0, 0]].mean(axis=0))
     np.testing.assert_array_equal(np.asarray(files.figure.axes[0].images[0].get_array()), freq)
-    s, f, _ = symbol_frequency(active, x)
+    s, f, _ = symbol_frequency(active, tokens)
     assert s == d["symbols"] and np.array_equal(f, freq)
-    with pytest.raises(ValueError, match="tokens must be"):
-        activation_by_symbol(model, x, x[:, :3], tmp_path)
 
 
-def test_activation_plots_need_a_rim_core(tmp_path):
-    x, _ = make_batch(2, blank=3)
-    with pytest.raises(ValueError, match=r"RIM.*LSTM"):
-        activation_heatmap(CopyingModel("lstm", hidden_size=8), x, tmp_path)
-
-
-def test_load_trial_model_rebuilds_the_trained_model(tmp_path):
-    from sweeps.trial import CHECKPOINT_FILE
-    from tests.sweeps.logged import logged_trial
-
-    spec = {"name": "t", "task": {"name": "copying", "blank": 3, "test_blanks": [6], "eval_size": 8},
-            "model": {"kind": "rims", "hidden_size": 12, "num_units": 3, "top_k": 2},
-            "optim": {"lr": 0.01, "batch_size": 4, "max_steps": 4, "eval_every": 2}}
-    uri, client, run = logged_trial(tmp_path, spec, "p", "plots-test")
-    parent = run.data.tags["mlflow.parentRunId"]
-    task, model = load_trial_model(run.info.run_id, uri)
-    assert task.name == "copying" and task.settings.blank == 3 and not model.training
-    ckpt = torch.load(client.download_artifacts(run.info.run_id, CHECKPOINT_FILE, str(tmp_path)), weights_only=True)
-    got = model.state_dict()
-    assert got.keys() == ckpt["model"].keys()
-    assert all(torch.equal(got[k], ckpt["model"][k]) for k in got)
-    fresh = task.build_model().state_dict()
-    assert not all(torch.equal(fresh[k], got[k]) for k in got)  # trained weights, not a new initialisation
-    with pytest.raises(ValueError, match="no final checkpoint"):
-        load_trial_model(parent, uri)
+def test_activation_plots_name_the_shapes_they_expect(tmp_path, activity):
+    tokens, active = activity
+    with pytest.raises(ValueError, match=r"tokens must be \(N, T\) = \(6, 15\) like active, got \(6, 3\)"):
+        activation_by_symbol(active, tokens[:, :3], tmp_path)
+    with pytest.raises(ValueError, match=r"active must be \(N, T, K\).*got shape \(15, 3\)"):
+        activation_heatmap(active[0], tmp_path)
 
 
 # ------------------------------------------------------------------------------------------ param importance

@@ -5,6 +5,7 @@ sweep's parent run. The report in a real browser inside the MLflow UI: test_repo
 from __future__ import annotations
 
 import base64
+import functools
 import math
 import re
 
@@ -12,6 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from analysis.report import build_report
+from sweeps.activations import unit_activations
 from sweeps.evaluate import evaluate_run
 from sweeps.flat import resolve
 from sweeps.spec import base_config, load_spec
@@ -48,12 +50,15 @@ def make_sweep(root, rim_configs=((3, 2),), seeds=(0, 1), uri=None):
 def sweep(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     uri, parent, _ = make_sweep(root, rim_configs=((3, 1), (3, 2), (4, 1), (4, 2)))
-    return root, uri, parent, build_report("rep", uri, root / "out")
+    traced = functools.partial(unit_activations, tracking_uri=uri)  # as `rims analyze report` passes it
+    return root, uri, parent, build_report("rep", uri, root / "out", unit_activations=traced)
 
 
 def test_report_is_written_with_tables_and_figures_and_logged_to_the_parent(sweep):
     _, uri, parent, res = sweep
     md = res.markdown.read_text()
+    assert "Unit activation of the RIM trial with the best val/ce (run " in md
+    assert "on fixed sequences at the training blank span 3:" in md
     assert "## Ablation table" in md and "| model.kind |" in md
     assert "| model | k_T | k_A | h | n | train CE (3) | test CE (6) |" in md  # the paper's layout
     assert "Against the LSTM baseline: val/ce" in md and "Against the LSTM baseline: eval/ce_blank6" in md
@@ -149,6 +154,9 @@ def test_report_after_rims_eval_of_some_runs(tmp_path):
     assert "n=0" not in md and "no runs" not in md
     assert "eval/ce_blank12 (1 of 4 runs)" in md
     assert "figures/ood_ce.png" in md
+    # built without a unit_activations function: the unit figures are left out, and the report says why
+    assert "No unit figures: build_report was given no unit_activations function" in md
+    assert "unit_activation.png" not in md and "activation_by_symbol" not in md
 
 
 def test_unknown_experiment_names_those_that_exist(sweep):

@@ -9,6 +9,7 @@ test extra), which drives that Chromium; `playwright install` is not used (its d
 
 from __future__ import annotations
 
+import functools
 import re
 import shutil
 from pathlib import Path
@@ -110,10 +111,12 @@ def test_report_figures_show_in_the_mlflow_artifact_view(tmp_path):
     from playwright.sync_api import sync_playwright
 
     from analysis.report import build_report
+    from sweeps.activations import unit_activations
 
     with mlflow_server(tmp_path / "server") as url:
         uri, parent, exp = make_sweep(tmp_path, uri=url)
-        res = build_report("rep", uri, tmp_path / "out")
+        res = build_report("rep", uri, tmp_path / "out",
+                           unit_activations=functools.partial(unit_activations, tracking_uri=uri))
         n_figures = len(re.findall(r"!\[[^\]]*\]\(figures/[^)]+\.png\)", res.markdown.read_text()))
         assert n_figures >= 5
         route = f"{url}/#/experiments/{exp}/runs/{parent}/artifacts/report"

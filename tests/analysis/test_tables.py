@@ -14,7 +14,7 @@ import pytest
 from scipy import stats as sps
 
 from analysis.tables import (
-    OBJECTIVES,
+    CORE_KEYS,
     ablation_table,
     metric_direction,
     paired_comparisons,
@@ -327,10 +327,19 @@ def test_paired_comparisons_baseline_must_pick_one_group():
         paired_comparisons(make_runs(), {"model.kin": "lstm"}, "eval/ce_blank200")
 
 
-def test_objectives_match_the_tasks():
-    from sweeps.tasks import TASKS  # imports torch: the one slow import of this file
+def test_default_metrics_end_with_each_task_objective():
+    """The objective comes from sweeps.keys.TASK_KEYS (the tasks' own, checked in test_metrics.py): a copying table
+    without eval/* metrics defaults to val/ce, an smnist one to val/acc, not to the other val/* metrics."""
+    for task, objective in (("copying", "val/ce"), ("smnist", "val/acc")):
+        rows = [{"run_id": f"r{s}", "parent_run_id": "p", "status": "FINISHED", "model.kind": "lstm", "seed": s,
+                 "task.name": task, **{f"val/{m}{x}": 1.0 + s for m in ("ce", "acc") for x in ("", ".min", ".max")}}
+                for s in range(3)]
+        assert ablation_table(pa.Table.from_pylist(rows)).metrics == [objective]
 
-    assert {name: task.objective[0] for name, task in TASKS.items()} == OBJECTIVES
+
+def test_the_paper_layout_groups_by_the_core_keys():
+    tab = paper_table(make_runs())
+    assert tuple(tab.rows) == CORE_KEYS == ("model.kind", "model.num_units", "model.top_k", "model.hidden_size")
 
 
 def test_one_group_has_no_best():

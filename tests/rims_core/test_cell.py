@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from rims_core import RIMCell
-from tests.rims_core.reference import reference_step
+from rims_core.reference import reference_step
 
 torch.set_default_dtype(torch.float32)
 

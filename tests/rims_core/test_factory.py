@@ -41,3 +41,34 @@ def test_macs_per_step_counts_what_is_computed():
     assert count_parameters(rim) == sum(p.numel() for p in rim.parameters())
     with pytest.raises(TypeError, match=r"Expected a RIM, nn\.LSTM or nn\.GRU, got Linear"):
         macs_per_step(nn.Linear(2, 2))
+
+
+def _input_side_macs_from_shapes(cell, rows: int) -> int:
+    """Per-row multiply-adds of the input gates, read off the maps input_maps really builds for `rows` rows."""
+    x = torch.randn(rows, 1, cell.input_size)
+    with torch.no_grad():
+        _, z, w_u = cell.input_maps(x)
+    K, F, width = w_u.shape
+    project_first = 0 if z is x else cell.inp_value.shape[0] * cell.inp_value.shape[1]  # x W^v, (D, dv)
+    return project_first + K * F * width
+
+
+@pytest.mark.parametrize("input_size,kw,rows,folds", [
+    (10, {}, 2048, True),  # small input, value size 4H: W^v W^ih formed once (D x G per unit)
+    (10, {}, 1, False),  # the same RIM acting one step of one sample: forming the maps would cost more
+    (3, {"input_attention": {"value_size": 2}}, 2048, False),  # D > dv: x W^v first is cheaper per row
+    (10, {"input_attention": {"value_size": 9}}, 2048, True),  # D > dv and still folded (a rule "dv >= D" errs)
+    (30, {"input_attention": {"heads": 2, "value_size": 2}}, 1, True),  # several heads: always folded
+])
+def test_macs_per_step_follows_the_folding_the_cell_runs(input_size, kw, rows, folds):
+    rim = RIM(input_size, 8, num_units=2, top_k=1, comm={"enabled": False}, **kw)
+    cell = rim.cells[0]
+    assert cell.folds_value(rows) is folds
+    cfg = cell.config
+    nh, G = cfg.input_attention.heads, cell.weight_hh.shape[-1]
+    others = (cell.inp_key.numel()  # shared input keys
+              + cfg.num_units * nh * (cfg.input_attention.key_size + G)  # attention scores, gate scaling
+              + cell.weight_hh.numel() + cell.inp_query.numel())  # recurrent gates and queries
+    assert macs_per_step(rim, rows=rows) == others + _input_side_macs_from_shapes(cell, rows)
+    if rows > 1000:  # a long sequence: what macs_per_step logs by default
+        assert macs_per_step(rim) == macs_per_step(rim, rows=rows)

@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, fields
+
 import pytest
 
+from rims_core.config import CommConfig, RIMConfig
 from rllib_models.config import RLLIB_MERGED_KEYS, ModelConfigError, RIMModelConfig, parse_model_config
 
 
 def test_defaults_are_the_papers_atari_setting():
     cfg = parse_model_config(None)
-    assert (cfg.num_units, cfg.top_k, cfg.hidden_size, cfg.cell) == (6, 4, 600, "lstm")
+    assert (cfg.rim.num_units, cfg.rim.top_k, cfg.rim.hidden_size, cfg.rim.cell) == (6, 4, 600, "lstm")
 
 
 def test_round_trip_through_the_plain_dict():
     cfg = parse_model_config({"num_units": 4, "top_k": 3, "hidden_size": 64, "cell": "gru",
                               "comm": {"heads": 2}, "conv_filters": [[8, 4, 2], [16, 3, 3]], "encoder_hiddens": []})
     assert parse_model_config(cfg.to_model_config()) == cfg
+
+
+def test_the_rim_settings_are_rims_core_s_config_with_its_defaults():
+    cfg = parse_model_config({"num_units": 4, "top_k": 3, "hidden_size": 64, "comm": {"heads": 2}})
+    assert cfg.rim == RIMConfig(hidden_size=64, num_units=4, top_k=3, comm={"heads": 2})
+    mc = cfg.to_model_config()
+    assert set(mc) == {f.name for f in fields(RIMConfig)} | {"max_seq_len", "conv_filters", "encoder_hiddens"}
+    assert mc["comm"] == asdict(CommConfig(heads=2))  # RIMConfig's defaults filled in
 
 
 @pytest.mark.parametrize("key,hint", [("num_unit", "num_units"), ("topk", "top_k"), ("hiden_size", "hidden_size")])

@@ -1,4 +1,4 @@
-"""Malformed input to the `rims` CLI, end to end through `sweeps.cli.main`: every row must exit non-zero with a
+"""Malformed input to the `rims` CLI, end to end through `rims_cli.main.main`: every row must exit non-zero with a
 message on stderr that names the offending field (a dotted spec path or a CLI flag) and says what is allowed,
 start no trial and create no MLflow run.
 
@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 import yaml
 
-from sweeps.cli import main
+from rims_cli.main import main
 
 pytestmark = pytest.mark.integration
 

@@ -30,7 +30,7 @@ def histories(client, run_id):
 
 
 def rims_eval(*args):
-    return subprocess.run([sys.executable, "-m", "sweeps.cli", "eval", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "rims_cli", "eval", *args], capture_output=True, text=True,
                           timeout=600)
 
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from sweeps.cli import main
+from rims_cli.main import main
 from sweeps.local import run_local
 from sweeps.spec import SpecError, load_spec
 
@@ -98,3 +98,21 @@ def test_directory_checkpoints_are_replaced_whole(tmp_path):
     final.rename(tmp_path / "checkpoint.old")  # killed after moving the old one aside, before the new was renamed
     assert _stored_dir(final) == tmp_path / "checkpoint.old"
     assert _stored_dir(tmp_path / "nothing") is None
+
+
+@pytest.mark.slow
+def test_without_tracking_a_spec_runs_and_counts_a_diverged_trial_as_failed(tmp_path, capsys):
+    """tracking=False (what `rims demo` runs): no run, no spill file; the outcomes are counted as with tracking,
+    a non-finite loss as failed (not errored), and every trial's last report comes back."""
+    raw = {**RAW, "optim": {**RAW["optim"], "grad_clip": 1e30},
+           "space": {"optim.lr": {"grid": [0.01, 1e30]}}}  # lr 1e30: the RIM's loss is NaN within a step
+    res = run_local(load_spec(raw), yaml.safe_dump(raw), tmp_path / "out", tracking=False)
+    assert res.counts == {"trials": 2, "completed": 1, "stopped_early": 0, "failed": 1, "errored": 0}
+    assert res.failures == ["00001: failed"]
+    assert res.results["00000"]["last"]["step"] == 6 and "val/ce" in res.results["00000"]["last"]
+    assert res.results["00001"]["last"]["failed"] == 1.0
+    assert not (tmp_path / "out" / "spill").exists() and not list(tmp_path.rglob("*.jsonl"))
+    assert not list(tmp_path.rglob("mlflow.db")) and res.parent_run_id == ""
+    assert "trial 00001 (rims lr=1e+30 seed=0): failed" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="tracking=False"):
+        run_local(load_spec(raw), "", tmp_path / "other", tracking=False, mlflow_uri=f"sqlite:///{tmp_path}/m.db")

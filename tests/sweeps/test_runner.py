@@ -18,7 +18,7 @@ import ray
 import yaml
 from mlflow.tracking import MlflowClient
 
-from sweeps.cli import main
+from rims_cli.main import main
 from sweeps.runner import run_sweep
 from sweeps.spec import load_spec
 from sweeps.tracking import run_name
@@ -171,7 +171,7 @@ def test_optuna_with_asha_and_seeds(tmp_path, local_ray, capsys):
 def test_bad_spec_starts_nothing_and_creates_no_run(tmp_path):
     spec = tmp_path / "bad.yaml"
     spec.write_text(yaml.safe_dump({"name": "bad", "task": TASK, "model": {**MODEL, "top_k": 4}}))
-    proc = subprocess.run([sys.executable, "-m", "sweeps.cli", "sweep", "run", str(spec)], cwd=tmp_path,
+    proc = subprocess.run([sys.executable, "-m", "rims_cli", "sweep", "run", str(spec)], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120, env={**os.environ, "RAY_ADDRESS": ""})
     assert proc.returncode == 2
     assert "model.hidden_size" in proc.stderr or "model.top_k" in proc.stderr, proc.stderr
@@ -180,7 +180,7 @@ def test_bad_spec_starts_nothing_and_creates_no_run(tmp_path):
 
 def test_validate_prints_the_trials(tmp_path):
     spec = Path(__file__).resolve().parents[2] / "sweeps" / "specs" / "copying_demo.yaml"
-    proc = subprocess.run([sys.executable, "-m", "sweeps.cli", "sweep", "validate", str(spec)], cwd=tmp_path,
+    proc = subprocess.run([sys.executable, "-m", "rims_cli", "sweep", "validate", str(spec)], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "18 trials (3 configurations x 6 seeds)" in proc.stdout
@@ -191,7 +191,7 @@ def test_missing_mnist_dir_is_refused_before_any_run(tmp_path):
     spec = tmp_path / "smnist.yaml"
     spec.write_text(yaml.safe_dump({"name": "sm", "task": {"name": "smnist", "source": "mnist",
                                                            "data_dir": str(tmp_path / "nowhere")}}))
-    proc = subprocess.run([sys.executable, "-m", "sweeps.cli", "sweep", "run", str(spec)], cwd=tmp_path,
+    proc = subprocess.run([sys.executable, "-m", "rims_cli", "sweep", "run", str(spec)], cwd=tmp_path,
                           capture_output=True, text=True, timeout=300, env={**os.environ, "RAY_ADDRESS": ""})
     assert proc.returncode == 2
     assert "task.data_dir" in proc.stderr and "no such directory" in proc.stderr and "yann.lecun.com" in proc.stderr

@@ -78,6 +78,14 @@ BAD = [
      "consecutive ints"),
     ({**with_("search/algorithm", "random"), "space": {"model.hidden_size": {"int": [20, 40]}}},
      "space.model.hidden_size", "must be a grid or choice"),
+    # a value of a grid or choice is checked as the field it varies would check it, before launch
+    (with_("space/model.top_k", {"grid": [0, 1]}), r"space.model.top_k.grid[0]", r"greater than or equal to 1 \(got 0"),
+    (with_("space/optim.lr", {"grid": [0.1, -1]}), r"space.optim.lr.grid[1]", r"greater than 0 \(got -1\)"),
+    (with_("space/model.comm.dropout", {"grid": [1.0]}), "space.model.comm.dropout.grid[0]", r"less than 1 \(got 1.0"),
+    (with_("space/model.kind", {"grid": ["rims", "rnn"]}), "space.model.kind.grid[1]", "'rims', 'lstm' or 'gru'"),
+    (with_("space/task.test_blanks", {"grid": [[], [3]]}), "space.task.test_blanks.grid[0]", "non-empty list"),
+    ({**with_("search/algorithm", "random"), "space": {"model.hidden_size": {"choice": [24, "big"]}}},
+     "space.model.hidden_size.choice[1]", "valid integer"),
 ]
 
 

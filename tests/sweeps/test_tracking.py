@@ -15,7 +15,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, TEMPORARILY_UNAVAILABLE
 from mlflow.tracking import MlflowClient
 
-from sweeps.cli import main
+from rims_cli.main import main
 from sweeps.tracking import SweepTracker, TrialTracker, is_transient, read_ops
 from tests.sweeps.servers import free_port, start_mlflow, stop_mlflow, wait_until
 

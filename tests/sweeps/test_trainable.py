@@ -112,6 +112,27 @@ def test_non_finite_loss_ends_the_trial_as_failed_with_its_reason(tmp_path, ctx)
     assert "non-finite loss" in run.data.tags["rims.failure"]
 
 
+def test_a_non_finite_rl_loss_ends_the_trial_as_a_supervised_one_does(tmp_path, ctx, monkeypatch):
+    """PPO raises NonFiniteLossError at a report (here a stand-in for train_ppo, in-process): the trial returns
+    (no exception, so Tune has nothing to retry) after a failed report, and its run is FAILED with the reason."""
+    from sweeps.outcome import NonFiniteLossError
+
+    def train_ppo(settings, model, optim, seed, *, checkpoint_dir, log, report, **_):
+        log({"train/loss": 0.5}, 64)
+        report({"train/loss": 0.5, "step": 64.0, "failed": 0.0}, None)
+        raise NonFiniteLossError("non-finite PPO loss (nan) at env step 128")
+
+    monkeypatch.setattr("sweeps.tasks.atari.train_ppo", train_ppo)
+    rl = {"name": "rl", "task": {"name": "atari", "env": "ALE/Pong-v5"}, "model": {"kind": "lstm", "hidden_size": 32}}
+    reports = []
+    run_trial(resolve({**base_config(load_spec(rl)), "seed": 0}), ctx, trial_id="rl", checkpoint_dir=None,
+              report=lambda m, d: reports.append(m))
+    assert reports[-1] == {"failed": 1.0, "step": 64}  # the error carries no step: the last report's
+    run = MlflowClient(ctx["tracking_uri"]).search_runs([ctx["experiment_id"]])[0]
+    assert run.info.status == "FAILED"
+    assert run.data.tags["rims.failure"] == "non-finite PPO loss (nan) at env step 128"
+
+
 @pytest.mark.slow
 def test_rims_eval_reevaluates_a_finished_trial_on_new_conditions(tmp_path, ctx):
     import subprocess
@@ -121,7 +142,7 @@ def test_rims_eval_reevaluates_a_finished_trial_on_new_conditions(tmp_path, ctx)
     client = MlflowClient(ctx["tracking_uri"])
     run = client.search_runs([ctx["experiment_id"]], filter_string="tags.`rims.trial_id` = 'e'")[0]
     before = run.data.metrics["eval/ce_blank6"]
-    proc = subprocess.run([sys.executable, "-m", "sweeps.cli", "eval", run.info.run_id, "--set",
+    proc = subprocess.run([sys.executable, "-m", "rims_cli", "eval", run.info.run_id, "--set",
                            "task.test_blanks=6,12", "--mlflow-uri", ctx["tracking_uri"]],
                           capture_output=True, text=True, timeout=GUARD_S)
     assert proc.returncode == 0, proc.stderr
@@ -130,6 +151,6 @@ def test_rims_eval_reevaluates_a_finished_trial_on_new_conditions(tmp_path, ctx)
     assert "eval/ce_blank12" in after.data.metrics
     assert after.data.metrics["eval/ce_blank6"] == pytest.approx(before)  # same checkpoint, same fixed data
     assert [m.step for m in client.get_metric_history(run.info.run_id, "eval/ce_blank12")] == [6]
-    bad = subprocess.run([sys.executable, "-m", "sweeps.cli", "eval", run.info.run_id, "--set", "model.top_k=3",
+    bad = subprocess.run([sys.executable, "-m", "rims_cli", "eval", run.info.run_id, "--set", "model.top_k=3",
                           "--mlflow-uri", ctx["tracking_uri"]], capture_output=True, text=True, timeout=GUARD_S)
     assert bad.returncode == 2 and "expected task.<key>=<value>" in bad.stderr

@@ -1,21 +1,32 @@
-"""A plain per-unit RIM step written from the paper's equations, for equivalence tests only.
+"""The specification of one RIM step: a plain per-unit version written from the paper's equations.
 
 Deliberately slow and literal: an explicit null row, softmax over [null, x], Python loops over units
 and heads, the standard LSTM/GRU equations with torch.tanh, every communication output form
 (comm.output) as its equation reads, and no algebraic shortcuts. Ties in the selection go to the lower
-unit index (the eval-mode rule). It reads the
-weights of a rims_core.RIMCell (same layout) so both can be compared on the same parameters.
+unit index (the eval-mode rule). It reads the weights of a rims_core.RIMCell (same layout), so the fast
+path (rims_core.step, rims_core.fused) is checked against it on the same parameters
+(tests/rims_core/test_cell.py). Nothing on a fast path uses it; it is not exported from rims_core.
+
+Shape legend: B batch, K units, H unit size, D input size, nh/dk/dv input heads, key and value size.
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
+if TYPE_CHECKING:
+    from .cell import RIMCell
 
-def reference_step(cell, x: Tensor, h: Tensor, c: Tensor | None, active: Tensor | None = None):
+__all__ = ["reference_step"]
+
+
+def reference_step(
+    cell: RIMCell, x: Tensor, h: Tensor, c: Tensor | None, active: Tensor | None = None,
+) -> tuple[Tensor, Tensor | None, Tensor]:
     """x: (B, D); h, c: (B, K*H). Returns h', c' (B, K*H) and the active mask (B, K).
 
     active: optional (B, K) bool that overrides the selection (for the random rule).

@@ -3,35 +3,40 @@
 The command line becomes a spec (the same keys a sweep YAML would use), validated before anything starts, and
 runs through the local runner: the same MLflow layout (a parent run and one nested trial run, the same metric
 and param names as RL sweeps), checkpoints under ``--out`` and resumption by running the same command again.
+``--kind`` is the spec key model.kind, as in ``rims demo``; ``--model`` is its deprecated alias (README).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
+from .common import runs_url
 
-__all__ = ["FLAGS", "add_train_parser", "train_spec"]
+__all__ = ["FLAGS", "TRIAL", "add_rl_parser", "train_spec"]
 
 # spec key -> command-line flag, for errors that name what the user typed
-FLAGS = {"task.env": "--env", "model.kind": "--model", "model.num_units": "--num-units", "model.top_k": "--top-k",
+FLAGS = {"task.env": "--env", "model.kind": "--kind", "model.num_units": "--num-units", "model.top_k": "--top-k",
          "model.hidden_size": "--hidden-size", "model.cell": "--cell", "optim.max_steps": "--timesteps",
          "optim.lr": "--lr", "optim.batch_size": "--minibatch-size", "optim.eval_every": "--eval-every",
          "task.num_envs": "--num-envs", "task.rollout_length": "--rollout-length",
          "task.eval_episodes": "--eval-episodes", "task.max_seq_len": "--max-seq-len",
          "task.api_stack": "--api-stack", "task.num_env_runners": "--num-env-runners", "seeds": "--seed"}
 
+TRIAL = "00000"  # the one trial of the one-trial sweep
+
 
 def train_spec(args: argparse.Namespace) -> dict[str, Any]:
     """The spec dict of one training run from the parsed ``rims rl train`` arguments."""
     game = args.env.split("/")[-1].split("-")[0].lower()
-    model: dict[str, Any] = {"kind": args.model, "hidden_size": args.hidden_size}
-    if args.model == "rims":
+    model: dict[str, Any] = {"kind": args.kind, "hidden_size": args.hidden_size}
+    if args.kind == "rims":
         model |= {"num_units": args.num_units, "top_k": args.top_k, "cell": args.cell}
     return {
-        "name": args.name or f"{game}-{args.model}-s{args.seed}",
+        "name": args.name or f"{game}-{args.kind}-s{args.seed}",
         "experiment": args.experiment,
         "task": {"name": "atari", "env": args.env, "num_envs": args.num_envs, "rollout_length": args.rollout_length,
                  "eval_episodes": args.eval_episodes, "max_seq_len": args.max_seq_len, "api_stack": args.api_stack,
@@ -44,11 +49,7 @@ def train_spec(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _train(args: argparse.Namespace) -> int:
-    import sys
-
-    from .local import CHECKPOINT_DIR, run_local
-    from .spec import SpecError, load_spec
-    from .tracking import absolute_tracking_uri
+    from sweeps.spec import SpecError, load_spec
 
     raw = train_spec(args)
     try:
@@ -59,6 +60,11 @@ def _train(args: argparse.Namespace) -> int:
             print(f"rims rl train: {flag} ({path}): {msg}" if flag else f"rims rl train: {path}: {msg}",
                   file=sys.stderr)
         return 2
+    import yaml
+
+    from sweeps.local import CHECKPOINT_DIR, run_local
+    from sweeps.tracking import absolute_tracking_uri
+
     out = Path(args.out or Path("rl_results") / spec.name).resolve()
     uri = absolute_tracking_uri(args.mlflow_uri)
     res = run_local(spec, yaml.safe_dump(raw, sort_keys=False), out, jobs=1, device=args.device, mlflow_uri=uri,
@@ -78,16 +84,12 @@ def _train(args: argparse.Namespace) -> int:
     return 0 if res.counts["completed"] + res.counts["stopped_early"] == 1 else 1
 
 
-TRIAL = "00000"  # the one trial of the one-trial sweep
-
-
 def _mlflow_lines(uri: str, res: Any) -> str:
     """Where the run is: experiment, parent and trial run ids, and the runs table (an http server) or the
     store's file and the `mlflow ui` command that serves it."""
     from mlflow.tracking import MlflowClient
 
-    from .cli import runs_url
-    from .keys import TAG_SWEEP, TAG_TRIAL
+    from sweeps.keys import TAG_SWEEP, TAG_TRIAL
 
     try:
         found = MlflowClient(uri).search_runs([res.experiment_id], max_results=1, filter_string=(
@@ -104,12 +106,30 @@ def _mlflow_lines(uri: str, res: Any) -> str:
     return "\n".join(lines)
 
 
-def add_train_parser(sub: Any) -> None:
+class _DeprecatedAlias(argparse.Action):
+    """An old spelling of a flag: stores into the new flag's dest and says once, on stderr, what to type."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, replacement: str = "", **kwargs: Any) -> None:
+        self.replacement = replacement
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        print(f"rims rl train: {option_string} is deprecated and will be removed in the next release; use "
+              f"{self.replacement} (the spec key model.kind, as in `rims demo --kind`)", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def add_rl_parser(sub: Any) -> None:
     """``rims rl train``: PPO with CleanRL's Atari defaults (see rllib_models.ppo)."""
-    t = sub.add_parser("train", help="PPO on an Atari game with a RIM or LSTM policy, logged to MLflow")
+    rl = sub.add_parser("rl", help="reinforcement learning: PPO on Atari with RIM or LSTM policies (RLlib)")
+    t = rl.add_subparsers(dest="rl_command", required=True).add_parser(
+        "train", help="PPO on an Atari game with a RIM or LSTM policy, logged to MLflow")
     t.add_argument("--env", default="ALE/Pong-v5", help="ALE game id (task.env)")
-    t.add_argument("--model", choices=["rims", "lstm"], default="rims",
+    t.add_argument("--kind", choices=["rims", "lstm"], default="rims",
                    help="rims: rllib_models.RIMRLModule; lstm: RLlib's built-in LSTM at --hidden-size (model.kind)")
+    t.add_argument("--model", dest="kind", choices=["rims", "lstm"], action=_DeprecatedAlias, replacement="--kind",
+                   help="deprecated alias of --kind (removed in the next release)")
     t.add_argument("--num-units", type=int, default=6, help="k_T (model.num_units)")
     t.add_argument("--top-k", type=int, default=4, help="k_A, active units per step (model.top_k)")
     t.add_argument("--hidden-size", type=int, default=600, help="total hidden size, over units (model.hidden_size)")
@@ -132,7 +152,7 @@ def add_train_parser(sub: Any) -> None:
     t.add_argument("--device", default=None, help="learner device, e.g. cuda (default: cpu)")
     t.add_argument("--mlflow-uri", default=None, help="tracking store; default sqlite:///<cwd>/mlflow.db")
     t.add_argument("--experiment", default="atari", help="MLflow experiment (default: atari)")
-    t.add_argument("--name", default=None, help="run name (default: <game>-<model>-s<seed>)")
+    t.add_argument("--name", default=None, help="run name (default: <game>-<kind>-s<seed>)")
     t.add_argument("--out", default=None, help="checkpoints folder (default rl_results/<name>); run again to resume")
     t.add_argument("--smoke", action="store_true", help="one tiny PPO iteration (2 envs x 32 steps): a first check")
     t.set_defaults(func=_train)
