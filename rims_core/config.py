@@ -11,12 +11,13 @@ diverge over long horizons (docs/model.md, "Communication output and bounded sta
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
 from .errors import RIMConfigError
 
 __all__ = [
+    "BOUNDS",
     "CELLS",
     "COMM_OUTPUTS",
     "DEFAULT_COMM_OUTPUT",
@@ -44,6 +45,27 @@ COMM_OUTPUTS = ("residual", "gated_residual", "convex")
 DEFAULT_COMM_OUTPUT = {"lstm": "gated_residual", "gru": "convex"}
 
 
+# Each field's check and description live in its metadata (``_setting``): __post_init__ runs the checks, and the
+# sweep spec reads the same metadata for its fields' ranges (BOUNDS, in pydantic's terms) and help texts.
+BOUNDS: dict[str, dict[str, Any]] = {"positive": {"ge": 1}, "positive_or_none": {"ge": 1},
+                                     "probability": {"ge": 0.0, "lt": 1.0}}
+
+
+def _setting(default: Any = MISSING, doc: str = "", check: str | None = None, **kw: Any) -> Any:
+    """A dataclass field with its description and its range check (a key of BOUNDS, or None)."""
+    return field(default=default, metadata={"doc": doc, "check": check}, **kw)
+
+
+def _check_fields(obj: Any, owner: str) -> None:
+    """Run every field's range check, in field order (the first failure is the error)."""
+    for f in fields(obj):
+        check, value = f.metadata.get("check"), getattr(obj, f.name)
+        if check == "positive" or (check == "positive_or_none" and value is not None):
+            _positive_int(owner, f.name, value)
+        elif check == "probability":
+            _probability(owner, f.name, value)
+
+
 def _positive_int(owner: str, name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise RIMConfigError(f"{owner}: Expected {name} to be a positive int, got {value!r}")
@@ -62,18 +84,16 @@ class InputAttentionConfig:
     and value 0, exactly as in the paper (K = X W^e, V = X W^v).
     """
 
-    heads: int = 1  # paper: 1 head for copying / sequential MNIST, 4 in the other settings
-    key_size: int = 64  # paper, Table 3
-    value_size: int | None = None  # None: 4 x unit size (paper: 400 for units of 100)
-    dropout: float = 0.1  # on the attention probabilities; selection uses them before dropout
+    # paper: 1 head for copying / sequential MNIST, 4 in the other settings
+    heads: int = _setting(1, "input attention heads (paper: 1 for copying / sMNIST)", "positive")
+    key_size: int = _setting(64, "input attention key size (paper: 64)", "positive")  # paper, Table 3
+    # paper: 400 for units of 100
+    value_size: int | None = _setting(None, "value size per head; None = 4 x unit size", "positive_or_none")
+    # selection uses the probabilities before dropout
+    dropout: float = _setting(0.1, "dropout on the input attention probabilities", "probability")
 
     def __post_init__(self) -> None:
-        owner = "InputAttentionConfig"
-        _positive_int(owner, "heads", self.heads)
-        _positive_int(owner, "key_size", self.key_size)
-        if self.value_size is not None:
-            _positive_int(owner, "value_size", self.value_size)
-        _probability(owner, "dropout", self.dropout)
+        _check_fields(self, "InputAttentionConfig")
 
 
 @dataclass(frozen=True)
@@ -86,21 +106,21 @@ class CommConfig:
     The paper's plain ``"residual"`` has no bound: stateful training across detached chunks can diverge with it.
     """
 
-    enabled: bool = True
-    heads: int = 4  # paper, Table 3
-    key_size: int = 32  # paper's text; the official code uses 16
-    value_size: int = 32  # paper's text; the official code uses 16
-    dropout: float = 0.1
-    output: Literal["residual", "gated_residual", "convex"] | None = None  # None: bounded form for the cell
+    enabled: bool = _setting(True, "communication between units on/off")
+    heads: int = _setting(4, check="positive")  # paper, Table 3
+    key_size: int = _setting(32, check="positive")  # paper's text; the official code uses 16
+    value_size: int = _setting(32, check="positive")  # paper's text; the official code uses 16
+    dropout: float = _setting(0.1, check="probability")
+    output: Literal["residual", "gated_residual", "convex"] | None = _setting(
+        None, "how the read enters the state: residual (paper's text, unbounded), gated_residual (official code; "
+        "|h| < 2 with LSTM units), convex (|h| <= 1); None = bounded form for the cell (gated_residual for LSTM "
+        "units, convex for GRU units); see docs/model.md")
 
     def __post_init__(self) -> None:
         owner = "CommConfig"
         if not isinstance(self.enabled, bool):
             raise RIMConfigError(f"{owner}: Expected enabled to be a bool, got {self.enabled!r}")
-        _positive_int(owner, "heads", self.heads)
-        _positive_int(owner, "key_size", self.key_size)
-        _positive_int(owner, "value_size", self.value_size)
-        _probability(owner, "dropout", self.dropout)
+        _check_fields(self, owner)
         if self.output is not None and self.output not in COMM_OUTPUTS:
             raise RIMConfigError(
                 f"{owner}: Expected output to be one of {COMM_OUTPUTS} or None (the bounded form for the cell), "
@@ -130,19 +150,17 @@ class RIMConfig:
     hidden_size is the TOTAL over units, as in the paper's tables and in nn.LSTM (600 = 6 x 100).
     """
 
-    hidden_size: int
-    num_units: int = 6  # k_T, paper default
-    top_k: int = 4  # k_A: units active per step, 1 <= top_k <= num_units
-    cell: Literal["lstm", "gru"] = "lstm"
-    selection: Literal["topk", "random", "all"] = "topk"
+    hidden_size: int = _setting(doc="total hidden size (divisible by num_units for rims)", check="positive")
+    num_units: int = _setting(6, "k_T (rims only)", "positive")  # paper default
+    top_k: int = _setting(4, "k_A, active units per step (rims only), <= num_units", "positive")
+    cell: Literal["lstm", "gru"] = _setting("lstm", "per-unit cell (rims only)")
+    selection: Literal["topk", "random", "all"] = _setting("topk", "selection rule (rims only)")
     input_attention: InputAttentionConfig = field(default_factory=InputAttentionConfig)
     comm: CommConfig = field(default_factory=CommConfig)
 
     def __post_init__(self) -> None:
         owner = "RIMConfig"
-        _positive_int(owner, "hidden_size", self.hidden_size)
-        _positive_int(owner, "num_units", self.num_units)
-        _positive_int(owner, "top_k", self.top_k)
+        _check_fields(self, owner)
         object.__setattr__(
             self, "input_attention", _sub_config(InputAttentionConfig, self.input_attention, "input_attention")
         )

@@ -3,8 +3,8 @@
 The RIM settings (``model.*`` but kind, hidden_size, num_layers) are not restated here: their names, types and
 defaults are read from rims_core.config's RIMConfig, InputAttentionConfig and CommConfig, and each sub-model is
 built into its dataclass once its fields pass, so the dataclass's own checks run too. What the spec adds is its
-vocabulary: a description per field (``rims sweep`` docs) and the range each field's pydantic error states
-(``RIM_RULES``; tests/sweeps/test_spec_models.py checks that each range is the dataclass's).
+vocabulary around them; each field's description and range (for pydantic's error) come from the field's
+metadata in rims_core.config (``rim_rule``), where the dataclass's own check is declared.
 """
 
 from __future__ import annotations
@@ -14,14 +14,13 @@ from typing import Any, Literal, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
-from rims_core.config import MODEL_KINDS, CommConfig, InputAttentionConfig, RIMConfig, RIMConfigError
+from rims_core.config import BOUNDS, MODEL_KINDS, CommConfig, InputAttentionConfig, RIMConfig, RIMConfigError
 
 from .flat import flatten
 from .search import SEARCH_ALGORITHMS
 from .tasks import TASKS, TaskDeclaration
 
 __all__ = [
-    "RIM_RULES",
     "AttentionSpec",
     "CommSpec",
     "ModelSpec",
@@ -34,6 +33,7 @@ __all__ = [
     "SweepSpec",
     "base_config",
     "known_keys",
+    "rim_rule",
 ]
 
 
@@ -49,44 +49,25 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-_POSITIVE = {"ge": 1}
-_PROBABILITY = {"ge": 0.0, "lt": 1.0}
-# dataclass -> field -> pydantic Field arguments: the range rims_core checks (for pydantic's message), description
-RIM_RULES: dict[type, dict[str, dict[str, Any]]] = {
-    InputAttentionConfig: {
-        "heads": {**_POSITIVE, "description": "input attention heads (paper: 1 for copying / sMNIST)"},
-        "key_size": {**_POSITIVE, "description": "input attention key size (paper: 64)"},
-        "value_size": {**_POSITIVE, "description": "value size per head; None = 4 x unit size"},
-        "dropout": {**_PROBABILITY, "description": "dropout on the input attention probabilities"},
-    },
-    CommConfig: {
-        "enabled": {"description": "communication between units on/off"},
-        "heads": _POSITIVE,
-        "key_size": _POSITIVE,
-        "value_size": _POSITIVE,
-        "dropout": _PROBABILITY,
-        "output": {"description": "how the read enters the state: residual (paper's text, unbounded), "
-                   "gated_residual (official code; |h| < 2 with LSTM units), convex (|h| <= 1); None = bounded "
-                   "form for the cell (gated_residual for LSTM units, convex for GRU units); see docs/model.md"},
-    },
-    RIMConfig: {
-        "num_units": {**_POSITIVE, "description": "k_T (rims only)"},
-        "top_k": {**_POSITIVE, "description": "k_A, active units per step (rims only), <= num_units"},
-        "cell": {"description": "per-unit cell (rims only)"},
-        "selection": {"description": "selection rule (rims only)"},
-    },
-}
+def rim_rule(f: Any) -> dict[str, Any]:
+    """The pydantic Field arguments of a rims_core config field: the range its check enforces (BOUNDS) and its
+    description, both from the field's metadata in rims_core.config (declared there once)."""
+    rule = dict(BOUNDS.get(f.metadata.get("check"), {}))
+    if f.metadata.get("doc"):
+        rule["description"] = f.metadata["doc"]
+    return rule
 
 
 def _fields_of(config: type, skip: tuple[str, ...] = (), types: dict[str, type] | None = None) -> dict[str, Any]:
     """The pydantic field definitions of a rims_core config dataclass: its names, types and defaults (a
-    dataclass-valued field as the spec model given in ``types``), with the ranges and descriptions of RIM_RULES."""
+    dataclass-valued field as the spec model given in ``types``), with the range and description of each field's
+    metadata (rim_rule)."""
     hints = get_type_hints(config)
     out: dict[str, Any] = {}
     for f in fields(config):
         if f.name in skip:
             continue
-        rule = RIM_RULES[config].get(f.name, {})
+        rule = rim_rule(f)
         if types and f.name in types:
             out[f.name] = (types[f.name], Field(default_factory=types[f.name], **rule))
         else:
@@ -96,7 +77,7 @@ def _fields_of(config: type, skip: tuple[str, ...] = (), types: dict[str, type] 
 
 def _build_config(config: type, values: dict[str, Any]) -> None:
     """Run the dataclass's own checks on values that passed the fields' (the same ranges: a failure here is a
-    rule of rims_core that RIM_RULES does not state)."""
+    rule of rims_core that no field's range states)."""
     try:
         config(**values)
     except RIMConfigError as e:
@@ -124,7 +105,8 @@ class CommSpec(create_model("_CommFields", __base__=_Strict, **_fields_of(CommCo
 class ModelSpec(create_model(
         "_ModelFields", __base__=_Strict,
         kind=(Literal[MODEL_KINDS], Field("rims", description="model family")),
-        hidden_size=(int, Field(600, ge=1, description="total hidden size (divisible by num_units for rims)")),
+        # the one RIM setting baselines share; the spec gives it the paper's default (RIMConfig has none)
+        hidden_size=(int, Field(600, **rim_rule(next(f for f in fields(RIMConfig) if f.name == "hidden_size")))),
         num_layers=(int, Field(1, ge=1)),
         **_fields_of(RIMConfig, skip=("hidden_size",),
                      types={"input_attention": AttentionSpec, "comm": CommSpec}))):

@@ -14,7 +14,7 @@ from rims_core.config import MODEL_KINDS, CommConfig, InputAttentionConfig, RIMC
 from sweeps.flat import RIM_ONLY
 from sweeps.search import SEARCH_ALGORITHMS
 from sweeps.spec import SpecError, load_spec
-from sweeps.spec_models import RIM_RULES, AttentionSpec, CommSpec, ModelSpec, SearchSpec
+from sweeps.spec_models import AttentionSpec, CommSpec, ModelSpec, SearchSpec, rim_rule
 
 PAIRS = [(InputAttentionConfig, AttentionSpec), (CommConfig, CommSpec)]
 
@@ -49,8 +49,8 @@ def _outside(rule: dict) -> list:
     return [rule["ge"] - 0.01, rule["lt"], rule["lt"] - 0.01]
 
 
-RANGES = [(config, name, rule) for config, rules in RIM_RULES.items() for name, rule in rules.items()
-          if "ge" in rule and config is not RIMConfig]
+RANGES = [(config, f.name, rim_rule(f)) for config in (InputAttentionConfig, CommConfig)
+          for f in dataclasses.fields(config) if "ge" in rim_rule(f)]
 
 
 @pytest.mark.parametrize("config,name,rule", RANGES, ids=[f"{c.__name__}.{n}" for c, n, _ in RANGES])
@@ -88,3 +88,12 @@ def test_baselines_are_not_held_to_rim_constraints():
     assert load_spec({"name": "t", "task": {"name": "copying"}, "model": {"kind": "lstm", "hidden_size": 25}})
     with pytest.raises(SpecError, match="divisible by num_units"):
         load_spec({"name": "t", "task": {"name": "copying"}, "model": {"kind": "rims", "hidden_size": 25}})
+
+
+def test_descriptions_and_ranges_are_declared_once_in_rims_core():
+    """The spec's help texts and ranges are the dataclass fields' metadata, not a second table."""
+    for config, spec in [*PAIRS, (RIMConfig, ModelSpec)]:
+        for f in dataclasses.fields(config):
+            if f.name in spec.model_fields and f.metadata.get("doc"):
+                assert spec.model_fields[f.name].description == f.metadata["doc"], f.name
+    assert len(RANGES) == 8  # heads, key_size, value_size, dropout of each attention
