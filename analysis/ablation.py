@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Sequence
+from typing import get_args
 
 import numpy as np
 import pyarrow as pa
@@ -139,14 +140,15 @@ def ablation_table(runs: pa.Table, rows: Sequence[str] | None = None, metrics: S
     and its runs differ only in seed; with explicit rows that leave a varying param out, rows pool
     configurations, and a note says so). metrics: metric names (default: every eval/* metric, then the task's
     objective val metric). stat: which column of each metric K: final -> K, min -> K.min, max -> K.max,
-    best -> K.min for ce/bce/loss-like names and K.max for acc-like ones. ci: "t" or "bootstrap" (n_boot
-    resamples, seed) at ``level``.
+    best -> K.min for ce/bce/loss-like names and K.max for acc-like ones. ci: "t", "bootstrap" (n_boot
+    resamples, seed) or "log" (geometric mean and the t interval of the log values; positive metrics only) at
+    ``level`` (stats.mean_ci).
 
     Raises ValueError for an unknown row key or metric (listing what exists) and when no finished child run is
     left.
     """
-    if ci not in ("t", "bootstrap"):
-        raise ValueError(f"ci: expected 't' or 'bootstrap', got {ci!r}")
+    if ci not in get_args(CI):
+        raise ValueError(f"ci: expected one of {get_args(CI)}, got {ci!r}")
     layout = table_layout(runs)
     check_names(layout, rows, metrics)
     for m in metrics or []:

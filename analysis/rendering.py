@@ -88,12 +88,14 @@ class AblationTable:
     def header(self) -> str:
         """The line that says what the numbers are."""
         pct = f"{self.level * 100:g}%"
-        how = f"{pct} t-interval" if self.ci == "t" else f"{pct} percentile-bootstrap interval"
+        centre = "geometric mean" if self.ci == "log" else "mean"
+        how = {"t": f"mean ± {pct} t-interval half-width",
+               "bootstrap": f"mean [{pct} percentile-bootstrap interval]",
+               "log": f"geometric mean [{pct} t-interval of the mean log value, mapped back]"}[self.ci]
         any_ci = self._any_ci()
         any_small = any(0 < c.n < MIN_N for cs in self.cells.values() for c in cs)
-        what = (f"mean ± {how} half-width over seeds" + (f" ('no CI' where a cell has fewer than {MIN_N} values)"
-                                                          if any_small else "")
-                if any_ci else f"mean over seeds (no intervals: no cell has {MIN_N} or more values)")
+        what = (f"{how} over seeds" + (f" ('no CI' where a cell has fewer than {MIN_N} values)" if any_small else "")
+                if any_ci else f"{centre} over seeds (no intervals: no cell has {MIN_N} or more values)")
         best = (f"; bold: the best mean of a column, only where every group has >= {MIN_N} values and the best "
                 f"group's {pct} interval lies clear of every other group's and of chance") if any(
             self.best.values()) else ""
@@ -122,7 +124,12 @@ class AblationTable:
             if c.n == self.n[i] and not self._any_ci():
                 return f"{c.mean:.{d}f}"  # the header says that no cell has an interval
             return f"{c.mean:.{d}f} (n={c.n}, no CI)"
-        s = f"{c.mean:.{d}f}" if not math.isfinite(c.half_width) else f"{c.mean:.{d}f} ± {c.half_width:.{d}f}"
+        if not math.isfinite(c.half_width):
+            s = f"{c.mean:.{d}f}"
+        elif self.ci == "t":
+            s = f"{c.mean:.{d}f} ± {c.half_width:.{d}f}"
+        else:  # bootstrap and log intervals are not symmetric about the centre: both ends
+            s = f"{c.mean:.{d}f} [{c.low:.{d}f}, {c.high:.{d}f}]"
         return s if c.n == self.n[i] else f"{s} (n={c.n})"
 
     def _any_ci(self) -> bool:

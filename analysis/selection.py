@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 Stat = Literal["final", "best", "min", "max"]
-CI = Literal["t", "bootstrap"]
+CI = Literal["t", "bootstrap", "log"]
 CORE_KEYS = ("model.kind", "model.num_units", "model.top_k", "model.hidden_size")  # the paper's k_T, k_A, h
 _MIN_TOKENS = {"ce", "bce", "loss", "nll", "mse"}
 _MAX_TOKENS = {"acc", "accuracy", "return"}

@@ -106,8 +106,10 @@ def add_analyze_parser(sub: Any) -> None:
     tb.add_argument("--stat", choices=["final", "best", "min", "max"], default="final",
                     help="which value of each run's metric: its final value (default), its best over the run's "
                     "history (min for ce/bce/loss, max for acc), or its min or max")
-    tb.add_argument("--ci", choices=["t", "bootstrap"], default="t",
-                    help="95%% interval over seeds: t (default) or percentile bootstrap; none below 3 seeds")
+    tb.add_argument("--ci", choices=["t", "bootstrap", "log"], default="t",
+                    help="95%% interval over seeds: t (default; mean ± half-width), bootstrap (percentile) or log "
+                         "(t on the log values: geometric mean [low, high], for positive skewed metrics such as "
+                         "cross-entropies); none below 3 seeds")
     tb.add_argument("--format", choices=["md", "latex", "csv"], default="md",
                     help="Markdown (default), LaTeX (booktabs) or CSV (full precision, machine-readable)")
     tb.add_argument("--paper", choices=["ce", "ce_all"], default=None,

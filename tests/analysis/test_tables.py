@@ -220,7 +220,35 @@ def test_bootstrap_ci_is_deterministic_and_stated():
                                      seed=1).cells
     c = a.cells["eval/ce_blank200"][2]
     assert 0.1 <= c.low <= c.mean <= c.high <= 0.3  # a percentile bootstrap stays inside the observed range
-    assert "95% percentile-bootstrap interval half-width" in a.to_markdown()
+    md = a.to_markdown()
+    assert "mean [95% percentile-bootstrap interval]" in md
+    assert f"{c.mean:.3f} [{c.low:.3f}, {c.high:.3f}]" in md  # both ends: a bootstrap interval is not symmetric
+
+
+def test_log_ci_stays_positive_for_skewed_cross_entropies():
+    # three skewed CE values like the copying table's RIMs 6/4 (val CE 0.010, 0.036, 0.008): a t interval runs
+    # below 0, the log interval does not, and is centred on the geometric mean
+    skewed = {("rims", 6, 4): [(0.010, 0.9), (0.036, 0.9), (0.008, 0.9)], **dict(list(GROUPS.items())[1:])}
+    runs = make_runs(skewed, extra=False)
+    t = ablation_table(runs, metrics=["eval/ce_blank200"], ci="t")
+    lg = ablation_table(runs, metrics=["eval/ce_blank200"], ci="log")
+    i = _index(lg, ("rims", 6, 4))
+    assert t.cells["eval/ce_blank200"][i].low < 0
+    c = lg.cells["eval/ce_blank200"][i]
+    logs = [math.log(v) for v in (0.010, 0.036, 0.008)]
+    centre, half = statistics.mean(logs), _half(logs)
+    assert c.mean == pytest.approx(math.exp(centre)) and c.mean < statistics.mean([0.010, 0.036, 0.008])
+    assert (c.low, c.high) == pytest.approx((math.exp(centre - half), math.exp(centre + half)))
+    assert 0 < c.low < c.mean < c.high
+    md = lg.to_markdown()
+    assert "geometric mean [95% t-interval of the mean log value, mapped back]" in md
+    assert f"{c.mean:.3f} [{c.low:.3f}, {c.high:.3f}]" in md
+
+
+def test_log_ci_refuses_a_metric_that_can_be_zero():
+    zero = {("rims", 6, 4): [(0.1, 0.0), (0.2, 0.5), (0.3, 0.6)]}
+    with pytest.raises(ValueError, match="method 'log' needs positive values"):
+        ablation_table(make_runs(zero, extra=False), metrics=["eval/acc_blank200"], ci="log")
 
 
 def test_explicit_rows_that_pool_configurations_say_so():
