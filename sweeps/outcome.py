@@ -14,16 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from rims_core.errors import NonFiniteLossError
-
 from .keys import TAG_FAILURE, TAG_STOPPED_EARLY
 
-__all__ = ["COMPLETED", "ERRORED", "FAILED", "NON_FINITE", "OUTCOMES", "STOPPED_EARLY", "NonFiniteLossError",
-           "Outcome", "Tally", "closing", "failed_report", "tune_outcome"]
-
-# What a trial catches as a non-finite loss: NonFiniteLossError (the supervised loop's, rllib_models.ppo's) is a
-# FloatingPointError, and so is what PPO raised before it; either is a sure failure, the same on any retry
-NON_FINITE: tuple[type[BaseException], ...] = (NonFiniteLossError, FloatingPointError)
+__all__ = ["COMPLETED", "ERRORED", "FAILED", "OUTCOMES", "STOPPED_EARLY", "Outcome", "Tally", "closing",
+           "failed_report", "tune_outcome"]
 
 Outcome = Literal["completed", "stopped_early", "failed", "errored"]
 COMPLETED: Outcome = "completed"

@@ -18,45 +18,13 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from .search import DISTRIBUTIONS
 from .spec_checks import validate
 from .spec_errors import drop, pydantic_errors
-from .spec_models import (
-    AttentionSpec,
-    CommSpec,
-    ModelSpec,
-    OptimSpec,
-    ResourcesSpec,
-    SchedulerSpec,
-    SearchSpec,
-    SpecError,
-    StopSpec,
-    SweepSpec,
-    base_config,
-    known_keys,
-)
+from .spec_models import SpecError, SweepSpec, base_config
 from .tasks import TASKS
 
-__all__ = [
-    "DISTRIBUTIONS",
-    "AttentionSpec",
-    "CommSpec",
-    "ModelSpec",
-    "OptimSpec",
-    "ResourcesSpec",
-    "SchedulerSpec",
-    "SearchSpec",
-    "SpecError",
-    "StopSpec",
-    "SweepSpec",
-    "base_config",
-    "known_keys",
-    "load_spec",
-    "preflight_errors",
-    "smoke_spec",
-    "sweep_params",
-    "validate",
-]
+# the entry points callers import from here; the spec's models are in spec_models, its checks in spec_checks
+__all__ = ["SpecError", "SweepSpec", "base_config", "load_spec", "preflight_errors", "smoke_spec", "sweep_params"]
 
 
 def _build(raw: dict[str, Any]) -> tuple[SweepSpec | None, list[tuple[str, str]], frozenset[str]]:

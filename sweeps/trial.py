@@ -20,10 +20,11 @@ from typing import Any
 import torch
 
 from rims_core import count_parameters, macs_per_step
+from rims_core.errors import NonFiniteLossError
 
 from .flat import config_id, nest, resolve
 from .keys import TAG_CONFIG, TAG_DEVICE, TAG_FAILURE, TAG_NODE
-from .outcome import NON_FINITE, NonFiniteLossError, failed_report
+from .outcome import failed_report
 from .tasks import build_task
 from .tasks.base import RLTask, recurrent_core
 from .tracking import NullTracker, TrialTracker
@@ -106,11 +107,11 @@ def run_trial(config: dict[str, Any], ctx: dict[str, Any], *, trial_id: str, che
 
     try:
         _setup_and_train(flat, seed, device, checkpoint_dir, tracker, report_step)
-    except NON_FINITE as e:  # a sure failure: the run says why, and the failed report ends the trial
+    except NonFiniteLossError as e:  # a sure failure: the run says why, and the failed report ends the trial
         tracker.set_tags({TAG_FAILURE: str(e)[:500]})
         tracker.finish("FAILED")
         # the error's step when it carries one (else the last report's): where training stopped
-        report(failed_report(int(getattr(e, "step", None) or reported["step"])), None)
+        report(failed_report(int(e.step if e.step is not None else reported["step"])), None)
     except Exception as e:  # the run says why (Tune may still retry it: a retry reopens the same run)
         tracker.set_tags({TAG_FAILURE: f"{type(e).__name__}: {e}"[:500]})
         tracker.finish("FAILED")

@@ -115,7 +115,7 @@ def test_non_finite_loss_ends_the_trial_as_failed_with_its_reason(tmp_path, ctx)
 def test_a_non_finite_rl_loss_ends_the_trial_as_a_supervised_one_does(tmp_path, ctx, monkeypatch):
     """PPO raises NonFiniteLossError at a report (here a stand-in for train_ppo, in-process): the trial returns
     (no exception, so Tune has nothing to retry) after a failed report, and its run is FAILED with the reason."""
-    from sweeps.outcome import NonFiniteLossError
+    from rims_core.errors import NonFiniteLossError
 
     def train_ppo(settings, model, optim, seed, *, checkpoint_dir, log, report, **_):
         log({"train/loss": 0.5}, 64)
