@@ -14,7 +14,8 @@ from .selection import CI, CORE_KEYS, Stat, select_finished, table_layout
 
 __all__ = ["paper_table"]
 
-_KIND_ORDER = {"rims": 0, "lstm": 1, "gru": 2}
+_KIND_ORDER = {"rims": 0, "lstm": 1, "gru": 2, "transformer": 3, "rmc": 4}
+_KIND_LABELS = {"rims": "RIMs", "lstm": "LSTM", "gru": "GRU", "transformer": "Transformer", "rmc": "RMC"}
 
 
 def paper_table(runs: pa.Table, which: Literal["ce", "ce_all"] = "ce", stat: Stat = "final", ci: CI = "t",
@@ -62,7 +63,8 @@ def paper_table(runs: pa.Table, which: Literal["ce", "ce_all"] = "ce", stat: Sta
                  "CE_all: mean cross-entropy over every position (the official RIMs script's definition)")
     tab = build_ablation(sel, list(CORE_KEYS), [train, *(m for _, m in tests)], stat, ci, level, notes, 10_000, 0)
     order = sorted(range(len(tab.keys)), key=lambda i: (
-        _KIND_ORDER.get(tab.keys[i][0], 3), str(tab.keys[i][0]), -(tab.keys[i][1] or 0), -(tab.keys[i][2] or 0),
+        _KIND_ORDER.get(tab.keys[i][0], len(_KIND_ORDER)), str(tab.keys[i][0]), -(tab.keys[i][1] or 0),
+        -(tab.keys[i][2] or 0),
         tab.keys[i][3] or 0))
     pos = {old: new for new, old in enumerate(order)}
     return replace(
@@ -70,4 +72,4 @@ def paper_table(runs: pa.Table, which: Literal["ce", "ce_all"] = "ce", stat: Sta
         cells={m: [c[i] for i in order] for m, c in tab.cells.items()},
         best={m: sorted(pos[i] for i in b) for m, b in tab.best.items()},
         row_labels={"model.kind": "model", "model.num_units": "k_T", "model.top_k": "k_A", "model.hidden_size": "h"},
-        metric_labels=labels, value_labels={"model.kind": {"rims": "RIMs", "lstm": "LSTM", "gru": "GRU"}}, missing="")
+        metric_labels=labels, value_labels={"model.kind": _KIND_LABELS}, missing="")

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rims_core.config import MODEL_KINDS
+
 from .common import fail
 
 __all__ = ["LOG_EVERY", "DemoResult", "add_demo_parser", "demo_spec", "run_demo"]
@@ -113,7 +115,7 @@ def _demo(args: argparse.Namespace) -> int:
 def add_demo_parser(sub: Any) -> None:
     """``rims demo`` under the root parser's subcommands ``sub``."""
     d = sub.add_parser("demo", help="short RIM training on the copying task; prints the loss falling")
-    d.add_argument("--kind", choices=["rims", "lstm", "gru"], default="rims", help="model.kind")
+    d.add_argument("--kind", choices=list(MODEL_KINDS), default="rims", help="model.kind")
     d.add_argument("--steps", type=int, default=600, help="training steps (batch 64)")
     d.add_argument("--blank", type=int, default=5, help="blank span of the training sequences")
     d.add_argument("--hidden-size", type=int, default=120, help="total hidden size (6 units)")

@@ -1,6 +1,7 @@
 """rims_core: Recurrent Independent Mechanisms (Goyal et al., ICLR 2021) in pure PyTorch.
 
-``RIM`` drops in for ``nn.LSTM`` / ``nn.GRU`` and ``RIMCell`` for ``nn.LSTMCell`` / ``nn.GRUCell``.
+``RIM`` drops in for ``nn.LSTM`` / ``nn.GRU`` and ``RIMCell`` for ``nn.LSTMCell`` / ``nn.GRUCell``; the
+baselines ``TransformerCore`` (causal) and ``RelationalMemory`` (Santoro et al. 2018) share that contract.
 This package imports nothing from ray, mlflow or optuna. Its names load on first use, so the configuration
 (``rims_core.config``: RIMConfig, the model kinds, the RIM-only keys) can be validated without importing torch.
 """
@@ -13,6 +14,7 @@ from typing import Any
 __all__ = [
     "CELLS",
     "COMM_OUTPUTS",
+    "KIND_SETTINGS",
     "MODEL_KINDS",
     "RIM",
     "RIM_ONLY_KEYS",
@@ -24,6 +26,9 @@ __all__ = [
     "RIMConfig",
     "RIMConfigError",
     "RIMTrace",
+    "RelationalMemory",
+    "TransformerCore",
+    "TransformerState",
     "build_recurrent",
     "count_parameters",
     "cuda_graphed",
@@ -35,9 +40,11 @@ _WHERE = {
                      "InputAttentionConfig", "RIMConfig"), "config"),
     **dict.fromkeys(("NonFiniteLossError", "RIMConfigError"), "errors"),
     "RIMCell": "cell",
-    **dict.fromkeys(("build_recurrent", "count_parameters", "macs_per_step"), "factory"),
+    **dict.fromkeys(("KIND_SETTINGS", "build_recurrent", "count_parameters", "macs_per_step"), "factory"),
     "cuda_graphed": "graphs",
     **dict.fromkeys(("RIM", "RIMTrace"), "rim"),
+    "RelationalMemory": "rmc",
+    **dict.fromkeys(("TransformerCore", "TransformerState"), "transformer"),
 }
 
 

@@ -30,7 +30,9 @@ __all__ = [
     "RIMConfigError",
 ]
 
-MODEL_KINDS = ("rims", "lstm", "gru")  # model.kind: a RIM or one of its torch baselines (rims_core.build_recurrent)
+# model.kind: a RIM or one of its baselines (rims_core.build_recurrent): torch's LSTM and GRU, a causal Transformer
+# (rims_core.transformer) and a Relational Memory Core (rims_core.rmc), the seed's other rows
+MODEL_KINDS = ("rims", "lstm", "gru", "transformer", "rmc")
 CELLS = ("lstm", "gru")
 SELECTIONS = ("topk", "random", "all")
 # How an active unit's communication read r enters its state, and the bound on every |h| element it gives for

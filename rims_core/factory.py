@@ -1,7 +1,8 @@
 """One factory for every recurrent core a sweep compares (``model.kind``), plus size accounting.
 
-``build_recurrent("rims" | "lstm" | "gru", ...)`` returns a module with the nn.LSTM / nn.GRU
-contract, so a task's model code never branches on the kind.
+``build_recurrent("rims" | "lstm" | "gru" | "transformer" | "rmc", ...)`` returns a module with the nn.LSTM /
+nn.GRU contract, ``forward(x, state=None) -> (out (.., hidden_size), state)``, so a task's model code never
+branches on the kind.
 """
 
 from __future__ import annotations
@@ -12,8 +13,19 @@ from torch import nn
 
 from .config import MODEL_KINDS, RIM_ONLY_KEYS
 from .rim import RIM
+from .rmc import RelationalMemory
+from .transformer import TransformerCore
 
-__all__ = ["build_recurrent", "count_parameters", "macs_per_step"]
+__all__ = ["KIND_SETTINGS", "build_recurrent", "count_parameters", "macs_per_step"]
+
+# The keyword settings each kind accepts besides the common ones (each module's docstring gives their defaults)
+KIND_SETTINGS: dict[str, tuple[str, ...]] = {
+    "rims": RIM_ONLY_KEYS,
+    "lstm": (),
+    "gru": (),
+    "transformer": ("heads", "ff_mult", "max_context"),
+    "rmc": ("mem_slots", "num_heads", "head_size", "num_blocks", "mlp_layers", "forget_bias", "input_bias"),
+}
 
 
 def build_recurrent(
@@ -25,30 +37,42 @@ def build_recurrent(
     batch_first: bool = False,
     dropout: float = 0.0,
     bidirectional: bool = False,
-    **rim_kwargs: Any,
+    **settings: Any,
 ) -> nn.Module:
-    """A recurrent core by ``model.kind``: ``rims`` -> RIM, ``lstm`` -> nn.LSTM, ``gru`` -> nn.GRU.
+    """A recurrent core by ``model.kind``.
 
-    rim_kwargs (num_units, top_k, cell, selection, input_attention, comm) apply to ``rims`` only; giving
-    them for a baseline is an error rather than silently ignored.
+    ``rims`` -> RIM, ``lstm`` -> nn.LSTM, ``gru`` -> nn.GRU, ``transformer`` -> TransformerCore (causal,
+    pre-LN, d_model = hidden_size, num_layers blocks, 4 heads, sinusoidal positions, a sliding window of 1024
+    tokens), ``rmc`` -> RelationalMemory (4 slots, 4 heads, head size hidden_size // 16, output hidden_size).
+
+    settings are the kind's own (KIND_SETTINGS): num_units, top_k, cell, selection, input_attention, comm for
+    ``rims``; heads, ff_mult, max_context for ``transformer``; mem_slots, num_heads, head_size, num_blocks,
+    mlp_layers, forget_bias, input_bias for ``rmc``. Another kind's setting is an error, not silently ignored.
+    dropout is between layers for rims / lstm / gru / rmc and inside the blocks for the transformer.
+    bidirectional is for rims / lstm / gru only: the other two are causal by construction.
     """
+    if kind not in KIND_SETTINGS:
+        raise ValueError(f"build_recurrent: Expected kind to be one of {MODEL_KINDS}, got {kind!r}")
+    unknown = sorted(set(settings) - set(KIND_SETTINGS[kind]))
+    if unknown and kind != "rims" and set(unknown) <= set(RIM_ONLY_KEYS):
+        raise ValueError(f"build_recurrent: {unknown} apply only to kind='rims', got kind={kind!r}; "
+                         "drop them for the baseline")
+    if unknown:
+        what = "RIM setting(s)" if kind == "rims" else f"setting(s) for kind={kind!r}"
+        raise ValueError(f"build_recurrent: unknown {what} {unknown}; expected a subset of "
+                         f"{list(KIND_SETTINGS[kind])}")
+    if kind in ("transformer", "rmc"):
+        if bidirectional:
+            raise ValueError(f"build_recurrent: Expected bidirectional=False for kind={kind!r}, got True; a "
+                             f"{kind} core is causal (it reads past and present only); use rims, lstm or gru")
+        cls = TransformerCore if kind == "transformer" else RelationalMemory
+        return cls(input_size, hidden_size, num_layers, batch_first=batch_first, dropout=dropout, **settings)
     common = {"num_layers": num_layers, "batch_first": batch_first, "dropout": dropout,
               "bidirectional": bidirectional}
     if kind == "rims":
-        unknown = sorted(set(rim_kwargs) - set(RIM_ONLY_KEYS))
-        if unknown:
-            raise ValueError(f"build_recurrent: unknown RIM setting(s) {unknown}; expected a subset of "
-                             f"{list(RIM_ONLY_KEYS)}")
-        return RIM(input_size, hidden_size, **common, **rim_kwargs)
-    if kind in ("lstm", "gru"):
-        if rim_kwargs:
-            raise ValueError(
-                f"build_recurrent: {sorted(rim_kwargs)} apply only to kind='rims', got kind={kind!r}; "
-                "drop them for the baseline"
-            )
-        cls = nn.LSTM if kind == "lstm" else nn.GRU
-        return cls(input_size, hidden_size, **common)
-    raise ValueError(f"build_recurrent: Expected kind to be one of {MODEL_KINDS}, got {kind!r}")
+        return RIM(input_size, hidden_size, **common, **settings)
+    cls = nn.LSTM if kind == "lstm" else nn.GRU
+    return cls(input_size, hidden_size, **common)
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -56,8 +80,12 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
-def macs_per_step(module: nn.Module, rows: int | None = None) -> int:
+def macs_per_step(module: nn.Module, rows: int | None = None, context: int | None = None) -> int:
     """Multiply-adds per time step and sample of a recurrent core, as computed (not as idealised).
+
+    TransformerCore: per token at ``context`` tokens attended (None: its max_context, 1024 by default: the cost
+    of a step of a long stream once the window is full; a token of a shorter sequence costs less in the
+    attention term 2 * E * context per layer). RelationalMemory: per step, every slot and the input row.
 
     RIM counts every unit: the inactive units' candidate updates are computed and discarded, since a
     gather of per-sample weights would cost more than it saves. Its input side is counted the way the cell
@@ -89,4 +117,19 @@ def macs_per_step(module: nn.Module, rows: int | None = None) -> int:
             d_in = module.input_size if layer == 0 else H * dirs
             total += dirs * gates * H * (d_in + H)
         return total
-    raise TypeError(f"macs_per_step: Expected a RIM, nn.LSTM or nn.GRU, got {type(module).__name__}")
+    if isinstance(module, TransformerCore):
+        E, ctx = module.hidden_size, module.max_context if context is None else context
+        per_block = 4 * E * E + 2 * module.ff_mult * E * E + 2 * E * ctx  # qkv + out, feed-forward, scores + read
+        return module.input_size * E + module.num_layers * per_block
+    if isinstance(module, RelationalMemory):
+        S, M, E, total = module.mem_slots, module.mem_size, module.hidden_size, 0
+        R = S + 1  # memory rows and the input row
+        for n in range(module.num_layers):
+            d_in = module.input_size if n == 0 else E
+            total += d_in * M + M * 2 * M + S * M * 2 * M  # input row, input gates, memory gates
+            # per block: q, k, v of every row, scores and read, the MLP on every row
+            total += module.num_blocks * (R * M * 3 * M + 2 * R * R * M + R * module.mlp_layers * M * M)
+            total += 0 if S * M == E else S * M * E  # output map
+        return total
+    raise TypeError(f"macs_per_step: Expected a RIM, nn.LSTM, nn.GRU, TransformerCore or RelationalMemory, got "
+                    f"{type(module).__name__}")

@@ -30,7 +30,8 @@ def make_core(model: dict[str, Any], input_size: int) -> nn.Module:
     """The recurrent core from resolved ``model.*`` settings (batch_first), via rims_core.build_recurrent.
 
     model: {"kind", "hidden_size", "num_layers", and for kind "rims": "num_units", "top_k", "cell",
-    "selection", "input_attention": {...}, "comm": {...}}.
+    "selection", "input_attention": {...}, "comm": {...}}. The baselines (lstm, gru, transformer, rmc) get their
+    defaults (rims_core.build_recurrent); the RIM-only keys a resolved spec carries are dropped for them.
     """
     kind = model["kind"]
     extra = {k: model[k] for k in RIM_ONLY_KEYS if k in model} if kind == "rims" else {}
@@ -39,7 +40,8 @@ def make_core(model: dict[str, Any], input_size: int) -> nn.Module:
 
 
 def recurrent_core(model: nn.Module) -> nn.Module:
-    """The RIM / nn.LSTM / nn.GRU inside a task's model (the attribute ``rnn`` by convention)."""
+    """The core (RIM, nn.LSTM, nn.GRU, TransformerCore or RelationalMemory) inside a task's model (the attribute
+    ``rnn`` by convention)."""
     return model.rnn
 
 

@@ -6,22 +6,36 @@ import pytest
 import torch
 from torch import nn
 
-from rims_core import RIM, build_recurrent, count_parameters, macs_per_step
+from rims_core import (
+    MODEL_KINDS,
+    RIM,
+    RelationalMemory,
+    TransformerCore,
+    build_recurrent,
+    count_parameters,
+    macs_per_step,
+)
+
+CLASSES = {"rims": RIM, "lstm": nn.LSTM, "gru": nn.GRU, "transformer": TransformerCore, "rmc": RelationalMemory}
 
 
 def test_kinds_build_the_right_module_with_one_contract():
+    assert tuple(CLASSES) == MODEL_KINDS
     x = torch.randn(5, 2, 10)
-    for kind, cls in (("rims", RIM), ("lstm", nn.LSTM), ("gru", nn.GRU)):
-        m = build_recurrent(kind, 10, 60, num_layers=2)
+    for kind, cls in CLASSES.items():
+        m = build_recurrent(kind, 10, 48, num_layers=2)
         assert type(m) is cls
-        out, _ = m(x)
-        assert out.shape == (5, 2, 60)
+        out, state = m(x)
+        assert out.shape == (5, 2, 48)
+        out2, _ = m(x, state)  # every kind takes back the state it returned
+        assert out2.shape == (5, 2, 48)
 
 
 def test_rim_only_keys_are_refused_for_baselines_and_unknown_kinds_named():
     with pytest.raises(ValueError, match="\\['num_units', 'top_k'\\] apply only to kind='rims'"):
         build_recurrent("lstm", 10, 60, num_units=6, top_k=4)
-    with pytest.raises(ValueError, match="Expected kind to be one of \\('rims', 'lstm', 'gru'\\), got 'rnn'"):
+    with pytest.raises(ValueError, match="Expected kind to be one of \\('rims', 'lstm', 'gru', 'transformer', "
+                                         "'rmc'\\), got 'rnn'"):
         build_recurrent("rnn", 10, 60)
     with pytest.raises(ValueError, match="unknown RIM setting\\(s\\) \\['topk'\\]"):
         build_recurrent("rims", 10, 60, topk=3)
@@ -39,7 +53,8 @@ def test_macs_per_step_counts_what_is_computed():
     assert macs_per_step(residual) == expected - K * 128 * H
     assert macs_per_step(rim) < macs_per_step(lstm)  # the paper's RIM is cheaper per step than LSTM-600
     assert count_parameters(rim) == sum(p.numel() for p in rim.parameters())
-    with pytest.raises(TypeError, match=r"Expected a RIM, nn\.LSTM or nn\.GRU, got Linear"):
+    with pytest.raises(TypeError, match=r"Expected a RIM, nn\.LSTM, nn\.GRU, TransformerCore or RelationalMemory, "
+                                        r"got Linear"):
         macs_per_step(nn.Linear(2, 2))
 
 
@@ -72,3 +87,26 @@ def test_macs_per_step_follows_the_folding_the_cell_runs(input_size, kw, rows, f
     assert macs_per_step(rim, rows=rows) == others + _input_side_macs_from_shapes(cell, rows)
     if rows > 1000:  # a long sequence: what macs_per_step logs by default
         assert macs_per_step(rim) == macs_per_step(rim, rows=rows)
+
+
+def _linear_weights(module: nn.Module) -> int:
+    return sum(m.weight.numel() for m in module.modules() if isinstance(m, nn.Linear))
+
+
+def test_transformer_macs_are_its_matrices_once_per_token_plus_attention_over_the_context():
+    core = TransformerCore(10, 32, 3, heads=4, max_context=100)
+    # every Linear acts once per token; each block's scores and read cost E per attended token each
+    assert macs_per_step(core, context=20) == _linear_weights(core) + 3 * 2 * 32 * 20
+    assert macs_per_step(core) == macs_per_step(core, context=100)  # default: a full window
+
+
+def test_rmc_macs_count_each_map_on_the_rows_it_acts_on():
+    core = RelationalMemory(10, 30, 2, mem_slots=3, num_heads=2, head_size=4, num_blocks=2)  # M = 8, 24 -> 30
+    S, M, R = 3, 8, 4  # R: the memory rows and the input row
+    expected = 0
+    for layer, out in zip(core.layers, core.out, strict=True):
+        per_row = {id(m) for m in (*layer.mlp, layer.qkv) if isinstance(m, nn.Linear)}
+        expected += layer.inp.weight.numel() + layer.gate_x.weight.numel() + S * layer.gate_m.weight.numel()
+        expected += 2 * sum(R * m.weight.numel() for m in layer.modules() if id(m) in per_row)  # two blocks
+        expected += 2 * 2 * R * R * M + out.weight.numel()  # scores and read per block; the output map
+    assert macs_per_step(core) == expected

@@ -95,7 +95,8 @@ CASES = [
          with_("seeds", "three")),
     Case("type/model.comm.enabled", RUN, r"model\.comm\.enabled", r"valid boolean",
          with_("model/comm", {"enabled": "maybe"})),
-    Case("type/model.kind", RUN, r"model\.kind", r"'rims', 'lstm' or 'gru'", with_("model/kind", "transformer")),
+    Case("type/model.kind", RUN, r"model\.kind", r"'rims', 'lstm', 'gru', 'transformer' or 'rmc'",
+         with_("model/kind", "mamba")),
     # unknown keys
     Case("unknown/top", RUN, r"\bcolour\b", r"not permitted", with_("colour", "red")),
     Case("unknown/task", RUN, r"task\.blnk", r"not permitted.*did you mean 'task\.blank'", with_("task/blnk", 3)),

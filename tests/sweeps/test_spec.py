@@ -42,7 +42,7 @@ BAD = [
     (with_("task/blnk", 3), "task.blnk", r"unknown key, not permitted \(value 3\); did you mean 'task.blank'\?"),
     (with_("task/blank", 0), "task.blank", "greater than or equal to 1"),
     (with_("task/test_blanks", []), "task.test_blanks", "non-empty list"),
-    (with_("model/kind", "transformer"), "model.kind", "'rims', 'lstm' or 'gru'"),
+    (with_("model/kind", "mamba"), "model.kind", "'rims', 'lstm', 'gru', 'transformer' or 'rmc'"),
     (with_("model/hidden_size", "big"), "model.hidden_size", "valid integer"),
     (with_("model/hidden_size", -6), "model.hidden_size", "greater than or equal to 1"),
     (with_("model/hidden_size", 25), "model.hidden_size", "divisible by num_units"),
@@ -82,7 +82,8 @@ BAD = [
     (with_("space/model.top_k", {"grid": [0, 1]}), r"space.model.top_k.grid[0]", r"greater than or equal to 1 \(got 0"),
     (with_("space/optim.lr", {"grid": [0.1, -1]}), r"space.optim.lr.grid[1]", r"greater than 0 \(got -1\)"),
     (with_("space/model.comm.dropout", {"grid": [1.0]}), "space.model.comm.dropout.grid[0]", r"less than 1 \(got 1.0"),
-    (with_("space/model.kind", {"grid": ["rims", "rnn"]}), "space.model.kind.grid[1]", "'rims', 'lstm' or 'gru'"),
+    (with_("space/model.kind", {"grid": ["rims", "rnn"]}), "space.model.kind.grid[1]",
+     "'rims', 'lstm', 'gru', 'transformer' or 'rmc'"),
     (with_("space/task.test_blanks", {"grid": [[], [3]]}), "space.task.test_blanks.grid[0]", "non-empty list"),
     ({**with_("search/algorithm", "random"), "space": {"model.hidden_size": {"choice": [24, "big"]}}},
      "space.model.hidden_size.choice[1]", "valid integer"),
@@ -99,7 +100,7 @@ def test_bad_spec_names_the_path_and_the_problem(spec, path, message):
 
 
 def test_every_error_is_reported_at_once():
-    spec = with_("model/kind", "transformer")
+    spec = with_("model/kind", "mamba")
     spec["optim"]["lr"] = -1
     with pytest.raises(SpecError) as info:
         load_spec(spec)
