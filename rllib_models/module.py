@@ -9,7 +9,9 @@ RLlib's recurrent contract: ``get_initial_state()`` gives the state of one seque
 gets ``Columns.OBS`` (B, T, ...) and ``Columns.STATE_IN`` (the state at each sequence's first step) and returns
 ``Columns.STATE_OUT``. The env runners start every new episode from the initial state and the learner cuts
 episodes into ``max_seq_len`` chunks that never cross an episode boundary, so the state is reset at episode
-starts without the module seeing ``is_first`` flags.
+starts without the module seeing ``is_first`` flags. In a learner batch the last chunk of an episode is zero-padded
+and ``Columns.SEQ_LENS`` gives each chunk's real length: the STATE_OUT returned is then the state after the last
+real step (tests/rllib_models/test_recurrent_correctness.py, docs/rl_correctness.md).
 """
 
 from __future__ import annotations
@@ -48,7 +50,10 @@ class RIMRLModule(TorchRLModule, ValueFunctionAPI):
         return {k: v.numpy() for k, v in self.core.initial_state().items()}  # each (S, Hd), no batch dim
 
     def _run(self, batch: dict[str, Any], collect: bool) -> tuple[torch.Tensor, dict[str, Any]]:
-        emb, logits, state = self.core(batch[Columns.OBS], batch[Columns.STATE_IN], collect=collect)
+        # SEQ_LENS is in learner batches (zero-padded max_seq_len chunks): the state out is then the state after
+        # each chunk's last real step (RLlib's own LSTM returns the state after the padding)
+        emb, logits, state = self.core(batch[Columns.OBS], batch[Columns.STATE_IN], collect=collect,
+                                       seq_lens=batch.get(Columns.SEQ_LENS))
         return emb, {Columns.ACTION_DIST_INPUTS: logits, Columns.STATE_OUT: state}
 
     def _forward(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import math
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from rims_core import RIM
 
@@ -80,10 +81,13 @@ class RIMPolicyCore(nn.Module):
         """Zero state per sequence, without batch dim: each (S, Hd)."""
         return {k: torch.zeros(self.rim.num_layers, self.cfg.rim.hidden_size) for k in self.state_keys}
 
-    def forward(self, obs: Tensor, state: dict[str, Tensor], *, collect: bool = False
-                ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    def forward(self, obs: Tensor, state: dict[str, Tensor], *, collect: bool = False,
+                seq_lens: Tensor | None = None) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """obs (B, T, *obs_shape), state {k: (B, S, Hd)} -> embeddings (B, T, Hd), logits (B, T, A), state out.
 
+        seq_lens (B,): real steps of each zero-padded sequence (RLlib's SEQ_LENS). Where some are shorter than T,
+        the state out is the state after each sequence's last real step, not after its padding, and embeddings at
+        padded steps are zeros (ray#21392: a state taken from the padded end is a state the episode never had).
         collect=True adds this call's unit selections to the running statistics (selection_stats)."""
         B, T = obs.shape[:2]
         x = obs.reshape(B * T, *self.obs_shape).float()
@@ -91,8 +95,15 @@ class RIMPolicyCore(nn.Module):
             x = x.permute(0, 3, 1, 2)  # channels-last frames -> (B*T, C, H, W)
         z = self.encoder(x).reshape(B, T, -1)  # (B, T, E)
         hx = tuple(state[k].transpose(0, 1).contiguous() for k in self.state_keys)  # each (S, B, Hd)
-        res = self.rim(z, hx if len(hx) == 2 else hx[0], return_trace=collect)
+        lens = None if seq_lens is None else torch.as_tensor(seq_lens).to("cpu", torch.int64).reshape(-1)
+        padded = lens is not None and T > 1 and bool((lens < T).any())
+        # a packed sequence makes the RIM hold each state through its padding (nn.LSTM's contract); a batch
+        # without padding (every sampling step) takes the plain path, unchanged
+        rim_in = pack_padded_sequence(z, lens, batch_first=True, enforce_sorted=False) if padded else z
+        res = self.rim(rim_in, hx if len(hx) == 2 else hx[0], return_trace=collect)
         out, hn, trace = res if collect else (*res, None)
+        if padded:
+            out = pad_packed_sequence(out, batch_first=True, total_length=T)[0]  # (B, T, Hd), zeros at padding
         hn = hn if isinstance(hn, tuple) else (hn,)
         if collect:
             active = trace.active[0].float()  # (T, B, K), first layer
