@@ -1,5 +1,8 @@
 """``rims rl train``: one PPO training run as a one-trial sweep of task ``atari``.
 
+``--env`` is an ALE game or one of the small envs that need memory, ``StatelessCartPole`` and ``RepeatPrevious``;
+the task keeps the name ``atari`` for them (the same PPO settings, metric names and MLflow experiment).
+
 The command line becomes a spec (the same keys a sweep YAML would use), validated before anything starts, and
 runs through the local runner: the same MLflow layout (a parent run and one nested trial run, the same metric
 and param names as RL sweeps), checkpoints under ``--out`` and resumption by running the same command again.
@@ -24,7 +27,10 @@ FLAGS = {"task.env": "--env", "model.kind": "--kind", "model.num_units": "--num-
          "optim.lr": "--lr", "optim.batch_size": "--minibatch-size", "optim.eval_every": "--eval-every",
          "task.num_envs": "--num-envs", "task.rollout_length": "--rollout-length",
          "task.eval_episodes": "--eval-episodes", "task.max_seq_len": "--max-seq-len",
-         "task.api_stack": "--api-stack", "task.num_env_runners": "--num-env-runners", "seeds": "--seed"}
+         "task.api_stack": "--api-stack", "task.num_env_runners": "--num-env-runners", "seeds": "--seed",
+         "task.num_epochs": "--num-epochs", "task.clip_param": "--clip-param", "task.vf_coeff": "--vf-coeff",
+         "task.entropy_coeff": "--entropy-coeff", "task.gae_lambda": "--gae-lambda", "optim.grad_clip": "--grad-clip",
+         "task.anneal_lr": "--anneal-lr"}
 
 TRIAL = "00000"  # the one trial of the one-trial sweep
 
@@ -40,10 +46,12 @@ def train_spec(args: argparse.Namespace) -> dict[str, Any]:
         "experiment": args.experiment,
         "task": {"name": "atari", "env": args.env, "num_envs": args.num_envs, "rollout_length": args.rollout_length,
                  "eval_episodes": args.eval_episodes, "max_seq_len": args.max_seq_len, "api_stack": args.api_stack,
-                 "num_env_runners": args.num_env_runners},
+                 "num_env_runners": args.num_env_runners, "num_epochs": args.num_epochs, "clip_param": args.clip_param,
+                 "vf_coeff": args.vf_coeff, "entropy_coeff": args.entropy_coeff, "gae_lambda": args.gae_lambda,
+                 "anneal_lr": args.anneal_lr},
         "model": model,
         "optim": {"lr": args.lr, "batch_size": args.minibatch_size, "max_steps": args.timesteps,
-                  "eval_every": args.eval_every},
+                  "eval_every": args.eval_every, "grad_clip": args.grad_clip},
         "seeds": [args.seed],
     }
 
@@ -124,8 +132,10 @@ def add_rl_parser(sub: Any) -> None:
     """``rims rl train``: PPO with CleanRL's Atari defaults (see rllib_models.ppo)."""
     rl = sub.add_parser("rl", help="reinforcement learning: PPO on Atari with RIM or LSTM policies (RLlib)")
     t = rl.add_subparsers(dest="rl_command", required=True).add_parser(
-        "train", help="PPO on an Atari game with a RIM or LSTM policy, logged to MLflow")
-    t.add_argument("--env", default="ALE/Pong-v5", help="ALE game id (task.env)")
+        "train", help="PPO on an Atari game (or StatelessCartPole) with a RIM or LSTM policy, logged to MLflow")
+    t.add_argument("--env", default="ALE/Pong-v5",
+                   help="ALE game id, or StatelessCartPole (CartPole without velocities, 500-step episodes) or "
+                        "RepeatPrevious (the memory check); the spec's task name stays 'atari' (task.env)")
     t.add_argument("--kind", choices=["rims", "lstm"], default="rims",
                    help="rims: rllib_models.RIMRLModule; lstm: RLlib's built-in LSTM at --hidden-size (model.kind)")
     t.add_argument("--model", dest="kind", choices=["rims", "lstm"], action=_DeprecatedAlias, replacement="--kind",
@@ -145,6 +155,14 @@ def add_rl_parser(sub: Any) -> None:
     t.add_argument("--rollout-length", type=int, default=128,
                    help="steps per env per iteration (task.rollout_length)")
     t.add_argument("--max-seq-len", type=int, default=32, help="training sequence length (task.max_seq_len)")
+    t.add_argument("--num-epochs", type=int, default=4, help="passes over each iteration's batch (task.num_epochs)")
+    t.add_argument("--clip-param", type=float, default=0.1, help="PPO ratio clip (task.clip_param)")
+    t.add_argument("--vf-coeff", type=float, default=0.5, help="value loss coefficient (task.vf_coeff)")
+    t.add_argument("--entropy-coeff", type=float, default=0.01, help="entropy bonus (task.entropy_coeff)")
+    t.add_argument("--gae-lambda", type=float, default=0.95, help="GAE lambda (task.gae_lambda)")
+    t.add_argument("--anneal-lr", action=argparse.BooleanOptionalAction, default=True,
+                   help="decay --lr linearly to 0 over --timesteps (task.anneal_lr)")
+    t.add_argument("--grad-clip", type=float, default=0.5, help="global gradient-norm clip (optim.grad_clip)")
     t.add_argument("--num-env-runners", type=int, default=0,
                    help="remote env runners (0: sample in-process) (task.num_env_runners)")
     t.add_argument("--api-stack", choices=["new", "old"], default="new",

@@ -20,7 +20,8 @@ _WHERE = {
     "RIMModelConfig": "config", "parse_model_config": "config",
     "RepeatPrevious": "envs", "check_env_id": "envs", "make_atari": "envs", "register_envs": "envs",
     "RIMRLModule": "module", "rims_module_spec": "module",
-    "PPOSettings": "ppo", "build_ppo_config": "ppo", "model_spec": "ppo", "ppo_metrics": "ppo", "train_ppo": "ppo",
+    "PPOBase": "ppo", "PPOSettings": "ppo", "build_ppo_config": "ppo", "model_spec": "ppo", "ppo_metrics": "ppo",
+    "train_ppo": "ppo",
     "RIMPolicyCore": "torch_core",
 }
 

@@ -9,6 +9,10 @@ keep whole games and raw scores.
 ``RepeatPrevious``: observe a random token, be rewarded for emitting the token seen ``delay`` steps earlier. A
 policy without memory sees only the current token, which is independent of the one it must emit, so its
 expected return is exactly 0 whatever it does; a policy with memory can get ``episode_len - delay``.
+
+StatelessCartPole (``make_stateless_cartpole``): RLlib's CartPole without the two velocities (observation: cart
+position and pole angle, (2,) float32), so a policy must infer them from past observations. RLlib's class has no
+step limit; here it gets CartPole-v1's (500 steps, ``env_config["max_episode_steps"]``), so returns lie in [1, 500].
 """
 
 from __future__ import annotations
@@ -19,10 +23,13 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-__all__ = ["ATARI_ENV", "MEMORY_ENV", "RepeatPrevious", "check_env_id", "make_atari", "register_envs"]
+__all__ = ["ATARI_ENV", "CARTPOLE_ENV", "CARTPOLE_ENV_CONFIG", "MEMORY_ENV", "RepeatPrevious", "cartpole_config",
+           "check_env_id", "make_atari", "make_stateless_cartpole", "register_envs"]
 
 ATARI_ENV = "rims_atari"  # the name RLlib's env runners create Atari envs by (env_config["env"] = the game)
 MEMORY_ENV = "rims_repeat_previous"
+CARTPOLE_ENV = "rims_stateless_cartpole"
+CARTPOLE_ENV_CONFIG = {"max_episode_steps": 500}  # the env_config keys make_stateless_cartpole reads, with defaults
 
 
 def _register_ale() -> None:
@@ -31,16 +38,20 @@ def _register_ale() -> None:
     gym.register_envs(ale_py)
 
 
-def check_env_id(env_id: str) -> None:
-    """Raise ValueError naming the id and close valid ones unless env_id is an ALE game gymnasium knows."""
+def check_env_id(env_id: str, others: tuple[str, ...] = ()) -> None:
+    """Raise ValueError naming the id and close valid ones unless env_id is an ALE game gymnasium knows or one of
+    ``others`` (the non-ALE env ids the caller accepts, named in the error)."""
+    if env_id in others:
+        return
     _register_ale()
     ale = sorted(k for k in gym.registry if k.startswith("ALE/"))
     if env_id in ale:
         return
-    close = difflib.get_close_matches(env_id, ale, n=3)
+    close = difflib.get_close_matches(env_id, [*others, *ale], n=3)
     hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else \
         f"; ale-py provides {len(ale)} games, e.g. 'ALE/Pong-v5', 'ALE/Breakout-v5'"
-    raise ValueError(f"env: Expected an ALE game id like 'ALE/Pong-v5', got {env_id!r}{hint}")
+    also = f" (or a non-ALE env: {', '.join(repr(o) for o in others)})" if others else ""
+    raise ValueError(f"env: Expected an ALE game id like 'ALE/Pong-v5', got {env_id!r}{hint}{also}")
 
 
 def make_atari(env_config: dict[str, Any]) -> gym.Env:
@@ -112,9 +123,46 @@ class RepeatPrevious(gym.Env):
         return obs, reward, t >= self.episode_len, False, {}
 
 
+def cartpole_config(env_config: dict[str, Any] | None) -> dict[str, Any]:
+    """StatelessCartPole's env_config with defaults filled in; ValueError names a key or value it cannot take."""
+    cfg = {**CARTPOLE_ENV_CONFIG, **(env_config or {})}
+    cfg.pop("num_envs", None)  # RLlib's vector entry point adds it
+    unknown = sorted(set(cfg) - set(CARTPOLE_ENV_CONFIG))
+    if unknown:
+        raise ValueError(f"env_config: Expected keys among {sorted(CARTPOLE_ENV_CONFIG)} for StatelessCartPole, "
+                         f"got {unknown}")
+    steps = cfg["max_episode_steps"]
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"env_config: Expected max_episode_steps to be a positive int, got {steps!r}")
+    return cfg
+
+
+def make_stateless_cartpole(env_config: dict[str, Any] | None = None) -> gym.Env:
+    """RLlib's StatelessCartPole in a TimeLimit of env_config["max_episode_steps"] (CartPole-v1's 500).
+
+    Observation (2,) float32: cart position, pole angle; actions Discrete(2); reward 1 per step until the pole
+    falls, the cart leaves the track or the limit ends the episode (truncated).
+    """
+    from ray.rllib.examples.envs.classes.stateless_cartpole import StatelessCartPole
+
+    cfg = cartpole_config(env_config)
+    return gym.wrappers.TimeLimit(StatelessCartPole(), max_episode_steps=cfg["max_episode_steps"])
+
+
+def _make_fetch(env_config: dict[str, Any]) -> gym.Env:
+    from .fetch_env import FetchDistractors  # MiniGrid is imported where a Fetch env is built, not before
+
+    return FetchDistractors(env_config)
+
+
 def register_envs() -> None:
-    """Register ATARI_ENV and MEMORY_ENV with Ray Tune's registry (by name, so env runners find them)."""
+    """Register ATARI_ENV, MEMORY_ENV, CARTPOLE_ENV and FETCH_ENV with Ray Tune's registry (by name, so env
+    runners find them)."""
     from ray.tune.registry import register_env
+
+    from .fetch_rooms import FETCH_ENV
 
     register_env(ATARI_ENV, make_atari)
     register_env(MEMORY_ENV, lambda cfg: RepeatPrevious(cfg))
+    register_env(CARTPOLE_ENV, make_stateless_cartpole)
+    register_env(FETCH_ENV, _make_fetch)

@@ -25,18 +25,19 @@ from rims_core.errors import NonFiniteLossError
 
 from .config import DEFAULT_ATARI_FILTERS, parse_model_config
 
-__all__ = ["MEMORY_ENV_ID", "PPOSettings", "build_ppo_config", "check_settings", "model_spec", "ppo_metrics",
-           "train_ppo"]
+__all__ = ["CARTPOLE_ENV_ID", "MEMORY_ENV_ID", "PPOBase", "PPOSettings", "build_ppo_config", "check_settings",
+           "model_spec", "ppo_metrics", "train_ppo"]
 
 MEMORY_ENV_ID = "RepeatPrevious"  # rllib_models.envs.RepeatPrevious, the memory check's env
+CARTPOLE_ENV_ID = "StatelessCartPole"  # RLlib's CartPole without velocities (rllib_models.envs), needs memory
 
 
-class PPOSettings(BaseModel):
-    """The PPO and environment settings (a sweep's ``task.*`` for task ``atari``)."""
+class PPOBase(BaseModel):
+    """PPO's settings, whatever the environment; a task's ``task.*`` model subclasses it and says which env
+    RLlib's runners build (``env_spec``) and what can be refused before any worker starts (``check_env``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    env: str = Field("ALE/Pong-v5", description="ALE game id (or 'RepeatPrevious', the memory check)")
     num_envs: int = Field(8, ge=1, description="parallel envs per env runner (CleanRL: 8)")
     rollout_length: int = Field(128, ge=1, description="env steps per env per iteration (CleanRL: 128)")
     num_epochs: int = Field(4, ge=1, description="passes over each iteration's batch")
@@ -50,12 +51,44 @@ class PPOSettings(BaseModel):
     eval_episodes: int = Field(3, ge=0, description="greedy evaluation episodes at each report (0: none)")
     num_env_runners: int = Field(0, ge=0, description="remote env runners (0: sample in the trial's process)")
     api_stack: Literal["new", "old"] = Field("new", description="RLlib API stack (old: ModelCatalog 'rims')")
-    env_config: dict[str, Any] = Field(default_factory=dict, description="extra env settings (RepeatPrevious)")
 
     @property
     def batch_size(self) -> int:
         """Env steps per iteration (PPO's train batch)."""
         return self.num_envs * self.rollout_length
+
+    def env_spec(self, train: bool) -> tuple[str, dict[str, Any]]:
+        """(the env's registered name, its env_config) for training (train=True) or evaluation envs."""
+        raise NotImplementedError
+
+    def check_env(self) -> None:
+        """Raise ValueError ("<field>: Expected ..., got ...") for an env this machine cannot build."""
+
+
+class PPOSettings(PPOBase):
+    """The PPO and environment settings of task ``atari``: an ALE game, or one of two small envs that need memory,
+    RepeatPrevious and StatelessCartPole (the task keeps the name ``atari`` for them: same settings, same metrics)."""
+
+    env: str = Field("ALE/Pong-v5", description="ALE game id, or 'StatelessCartPole' (CartPole without velocities) "
+                                                "or 'RepeatPrevious' (the memory check); the task stays 'atari'")
+    env_config: dict[str, Any] = Field(default_factory=dict, description="extra env settings (RepeatPrevious: "
+                                       "num_tokens, delay, episode_len; StatelessCartPole: max_episode_steps, 500)")
+
+    def env_spec(self, train: bool) -> tuple[str, dict[str, Any]]:
+        from .envs import ATARI_ENV, CARTPOLE_ENV, MEMORY_ENV
+
+        if self.env == MEMORY_ENV_ID:
+            return MEMORY_ENV, dict(self.env_config)
+        if self.env == CARTPOLE_ENV_ID:
+            return CARTPOLE_ENV, dict(self.env_config)
+        return ATARI_ENV, {"env": self.env, "train": train, **self.env_config}
+
+    def check_env(self) -> None:
+        from .envs import cartpole_config, check_env_id
+
+        check_env_id(self.env, others=(CARTPOLE_ENV_ID, MEMORY_ENV_ID))
+        if self.env == CARTPOLE_ENV_ID:
+            cartpole_config(self.env_config)
 
 
 def model_spec(model: dict[str, Any], max_seq_len: int) -> tuple[str, dict[str, Any]]:
@@ -77,21 +110,10 @@ def model_spec(model: dict[str, Any], max_seq_len: int) -> tuple[str, dict[str, 
                   "fcnet_activation": "relu", "head_fcnet_hiddens": [], "vf_share_layers": True}
 
 
-def _env(settings: PPOSettings, train: bool) -> tuple[str, dict[str, Any]]:
-    from .envs import ATARI_ENV, MEMORY_ENV
-
-    if settings.env == MEMORY_ENV_ID:
-        return MEMORY_ENV, dict(settings.env_config)
-    return ATARI_ENV, {"env": settings.env, "train": train, **settings.env_config}
-
-
-def check_settings(settings: PPOSettings, model: dict[str, Any], minibatch_size: int) -> tuple[str, dict[str, Any]]:
-    """Everything that can be refused without starting a worker: the env id, the model, the batch sizes.
+def check_settings(settings: PPOBase, model: dict[str, Any], minibatch_size: int) -> tuple[str, dict[str, Any]]:
+    """Everything that can be refused without starting a worker: the env, the model, the batch sizes.
     Returns model_spec(model, settings.max_seq_len)."""
-    from .envs import check_env_id
-
-    if settings.env != MEMORY_ENV_ID:
-        check_env_id(settings.env)
+    settings.check_env()
     spec = model_spec(model, settings.max_seq_len)
     if settings.api_stack == "old" and model.get("kind", "rims") == "lstm":
         raise ValueError("task.api_stack: the LSTM baseline runs on the new stack; use api_stack 'new'")
@@ -101,7 +123,7 @@ def check_settings(settings: PPOSettings, model: dict[str, Any], minibatch_size:
     return spec
 
 
-def build_ppo_config(settings: PPOSettings, model: dict[str, Any], *, lr: float, minibatch_size: int,
+def build_ppo_config(settings: PPOBase, model: dict[str, Any], *, lr: float, minibatch_size: int,
                      grad_clip: float, total_steps: int, seed: int, gpus: float = 0.0) -> Any:
     """A PPOConfig (new or old stack per settings.api_stack) for the RIM or LSTM policy of ``model``."""
     from ray.rllib.algorithms.ppo import PPOConfig
@@ -113,8 +135,8 @@ def build_ppo_config(settings: PPOSettings, model: dict[str, Any], *, lr: float,
 
     kind, mc = check_settings(settings, model, minibatch_size)
     register_envs()
-    env, env_config = _env(settings, train=True)
-    _, eval_env_config = _env(settings, train=False)
+    env, env_config = settings.env_spec(train=True)
+    _, eval_env_config = settings.env_spec(train=False)
     schedule = [[0, lr], [total_steps, 0.0]] if settings.anneal_lr else None
     config = (
         PPOConfig()
@@ -142,6 +164,9 @@ def build_ppo_config(settings: PPOSettings, model: dict[str, Any], *, lr: float,
         config = config.resources(num_gpus=gpus)
     else:
         config = config.training(lr=schedule or lr, train_batch_size_per_learner=settings.batch_size)
+        from .connectors import RealStepPPOTorchLearner  # advantages standardised over the real steps only
+
+        config = config.training(learner_class=RealStepPPOTorchLearner)
         if kind == "rims":
             config = config.rl_module(rl_module_spec=rims_module_spec(mc))
         else:
@@ -195,11 +220,13 @@ def _selection_stats(algo: Any, old_stack: bool) -> dict[str, float]:
     return {k: sum(s[k] for s in stats) / len(stats) for k in stats[0]} if stats else {}
 
 
-def train_ppo(settings: PPOSettings, model: dict[str, Any], optim: dict[str, Any], seed: int, *,
+def train_ppo(settings: PPOBase, model: dict[str, Any], optim: dict[str, Any], seed: int, *,
               checkpoint_dir: Path | None, log: Callable[[dict[str, float], int], None],
               report: Callable[[dict[str, float], Path | None], None], gpus: float = 0.0,
-              save: Callable[[Path, dict[str, Any]], None], load: Callable[[Path], dict[str, Any]]) -> None:
-    """Train until optim.max_steps env steps; every optim.eval_every env steps: greedy evaluation, metrics,
+              save: Callable[[Path, dict[str, Any]], None], load: Callable[[Path], dict[str, Any]],
+              evaluate: Callable[[Any], dict[str, float]] | None = None) -> None:
+    """Train until optim.max_steps env steps; every optim.eval_every env steps: an evaluation (``evaluate(algo)``
+    -> ``val/`` and ``eval/`` metrics when given, else RLlib's greedy evaluation of settings.eval_episodes), metrics,
     a checkpoint (RLlib's under ``algo/`` plus save(dir, {"step", "iteration"})), log(metrics, step), then
     report(metrics, dir). Restarted from checkpoint_dir it continues the same training (weights, optimizer,
     lr schedule position, step count)."""
@@ -232,8 +259,10 @@ def train_ppo(settings: PPOSettings, model: dict[str, Any], optim: dict[str, Any
             if not (iteration % every == 0 or step >= optim["max_steps"]):
                 continue
             elapsed = time.perf_counter() - t0
-            evaluation = algo.evaluate() if settings.eval_episodes else None
-            metrics = ppo_metrics(result, evaluation)
+            if evaluate is not None:
+                metrics = {**ppo_metrics(result, None), **evaluate(algo)}
+            else:
+                metrics = ppo_metrics(result, algo.evaluate() if settings.eval_episodes else None)
             loss = metrics.get("train/loss")
             if loss is not None and not math.isfinite(loss):
                 raise NonFiniteLossError(f"non-finite PPO loss ({loss}) at env step {step}", step=step)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import pytest
 import ray
+import torch
 
 from rllib_models.ppo import PPOSettings, build_ppo_config, ppo_metrics
 
@@ -27,9 +28,12 @@ SETTINGS = PPOSettings(env="RepeatPrevious", num_envs=8, rollout_length=64, num_
 
 @pytest.fixture(scope="module")
 def local_ray():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # PPO here runs in this process: two threads per process oversubscribe 2 cores
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield
     ray.shutdown()
+    torch.set_num_threads(threads)
 
 
 def returns_until_threshold(model: dict) -> list[float]:

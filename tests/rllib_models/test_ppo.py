@@ -23,9 +23,12 @@ OPTIM = {"lr": 2.5e-4, "batch_size": 32, "max_steps": 64, "grad_clip": 0.5, "eva
 
 @pytest.fixture(scope="module")
 def local_ray():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # sampling and learning run in this process: one thread, as a trial gets (benchmarks.md)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield
     ray.shutdown()
+    torch.set_num_threads(threads)
 
 
 def weights(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -127,3 +130,56 @@ def test_reports_checkpoints_and_resume_continue_the_same_training(local_ray, tm
     assert [r["step"] for r in reports] == [128] and reports[0]["train/iterations"] == 2
     # lr decays linearly from 2.5e-4 at step 0 to 0 at 128; a restarted schedule would report the first value again
     assert reports[0]["train/lr"] < first["train/lr"]
+
+
+def test_stateless_cartpole_is_an_atari_task_env_and_typos_name_the_valid_ids():
+    from rllib_models.envs import CARTPOLE_ENV
+
+    settings = PPOSettings(env="StatelessCartPole", env_config={"max_episode_steps": 200})
+    settings.check_env()
+    assert settings.env_spec(train=True) == settings.env_spec(train=False) == (CARTPOLE_ENV,
+                                                                               {"max_episode_steps": 200})
+    with pytest.raises(ValueError, match=r"env: Expected an ALE game id like 'ALE/Pong-v5', got 'StatelessCartpole'; "
+                                         r"did you mean 'StatelessCartPole'\?.*'StatelessCartPole', 'RepeatPrevious'"):
+        PPOSettings(env="StatelessCartpole").check_env()
+    with pytest.raises(ValueError, match=r"env_config: Expected keys among \['max_episode_steps'\] for "
+                                         r"StatelessCartPole, got \['max_steps'\]"):
+        PPOSettings(env="StatelessCartPole", env_config={"max_steps": 100}).check_env()
+    with pytest.raises(ValueError, match="Expected max_episode_steps to be a positive int, got 0"):
+        PPOSettings(env="StatelessCartPole", env_config={"max_episode_steps": 0}).check_env()
+
+
+def test_stateless_cartpole_hides_velocities_and_truncates_at_the_limit():
+    from rllib_models.envs import make_stateless_cartpole
+
+    env = make_stateless_cartpole({"max_episode_steps": 50})
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == env.observation_space.shape == (2,)
+    prev, steps, total = obs, 0, 0.0
+    while True:  # angle plus its change since the last step: a policy with one step of memory balances the pole
+        action = int(obs[1] + 10 * (obs[1] - prev[1]) > 0)
+        prev = obs
+        obs, reward, terminated, truncated, _ = env.step(action)
+        steps, total = steps + 1, total + reward
+        if terminated or truncated:
+            break
+    assert (steps, total, terminated, truncated) == (50, 50.0, False, True)
+
+
+def test_one_iteration_on_stateless_cartpole_rim_module(local_ray):
+    settings = PPOSettings(env="StatelessCartPole", num_envs=2, rollout_length=32, num_epochs=1, eval_episodes=1,
+                           max_seq_len=16)
+    algo = build_ppo_config(settings, RIMS, lr=2.5e-4, minibatch_size=32, grad_clip=0.5, total_steps=64,
+                            seed=0).build_algo()
+    try:
+        module = algo.get_module()
+        assert not any(isinstance(m, torch.nn.Conv2d) for m in module.modules()), "vector observations: an MLP"
+        assert module.core.encoder[0].in_features == 2, "cart position and pole angle only"
+        before = weights(module)
+        result = algo.train()
+        assert result["env_runners"]["num_env_steps_sampled"] >= 64
+        assert result["env_runners"]["episode_return_mean"] >= 1
+        assert changed(before, weights(module))
+        assert algo.evaluate()["env_runners"]["episode_len_mean"] >= 1
+    finally:
+        algo.stop()
