@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
 .PHONY: test test-fast demo lint bench gpu-test clean
 
@@ -12,14 +13,22 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) | $(FASHION)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -m "not gpu"
 
 # the quick loop while editing: all but the tests marked slow (and gpu); CI runs `make test`
-test-fast: $(STAMP)
+test-fast: $(STAMP) | $(FASHION)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -m "not gpu and not slow"
+
+# Fashion-MNIST (Debian's dataset-fashion-mnist, apt as root) for the sequential-image tests; a warning, not a
+# failure, where it cannot be installed (those tests then skip, naming the command)
+$(FASHION):
+	@SUDO=; [ "$$(id -u)" = 0 ] || SUDO="sudo -n"; APT="$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get"; \
+	{ command -v apt-get >/dev/null && { $$APT install -y -qq dataset-fashion-mnist >/dev/null \
+	  || { $$APT update -qq && $$APT install -y -qq dataset-fashion-mnist >/dev/null; }; }; } \
+	|| echo "warning: could not install dataset-fashion-mnist (apt-get, as root); the Fashion-MNIST tests will skip" >&2
 
 demo: $(STAMP)
 	$(VENV)/bin/rims sweep run sweeps/specs/copying_demo.yaml

@@ -9,6 +9,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from sweeps.keys import SMNIST_SOURCES
+
 from .document import Block
 from .metrics import chance_level, split_metric, task_metrics
 from .selection import metric_direction
@@ -75,6 +77,9 @@ def metrics_blocks(task: str | None, children: pa.Table, objective: str) -> list
     text = (f"`val/<metric>`: held-out data at the training setting; `eval/<metric>_<condition>`: fixed evaluation "
             f"data at each condition ({', '.join(conds) or 'none'}); `train/<metric>`: the training batches. The "
             f"search objective is {objective}.")
+    if task == "smnist" and "task.source" in children.column_names:  # what data the runs used: a stand-in says so
+        used = sorted({str(v) for v in children["task.source"].to_pylist() if v is not None})
+        text = "".join(f"Data (task.source={v}): {SMNIST_SOURCES.get(v, v)}. " for v in used) + text
     if task == "copying":
         text += (" Conditions blank<N>: sequences with a blank span of N (length N + 2 x task.num_symbols); the "
                  "training span is task.blank, the others test generalisation to longer sequences.")

@@ -1,10 +1,12 @@
-"""Sequential MNIST with a resolution shift: the IDX loader, the digits stand-in, settings, metrics, learning."""
+"""Sequential MNIST with a resolution shift: the IDX loader (on synthetic files and on the real Fashion-MNIST files),
+the paper's resize protocol, the Fashion-MNIST and digits stand-ins and their labels, settings, metrics, learning."""
 
 from __future__ import annotations
 
 import gzip
 import math
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +14,11 @@ import torch
 import torch.nn.functional as F
 from pydantic import ValidationError
 
+from sweeps.tasks.declared import SmnistDeclaration
 from sweeps.tasks.smnist import (
+    FASHION_DIR,
+    FASHION_PACKAGE,
+    FASHION_STAND_IN,
     MNIST_FILES,
     STAND_IN,
     MnistNotFoundError,
@@ -118,12 +124,35 @@ def test_mnist_source_on_synthetic_idx_files_builds_and_evaluates(tmp_path, gz):
         SmnistTask(s.model_copy(update={"val_size": 60}), LSTM)
 
 
-# ---------------------------------------------------------------- resolution shift on the digits stand-in
-def test_rescale_is_nearest_neighbour_at_pixel_centres_then_binarised():
-    images = np.random.default_rng(2).integers(0, 256, (4, 28, 28)).astype(np.uint8)
-    for r in (14, 16, 19, 24):
+# ---------------------------------------------------------------- the resize protocol
+def official_prep(images: np.ndarray, r: int) -> np.ndarray:
+    """The official RIMs code (event_based/train_mnist.py, mnist_prep): ToTensor's x / 255, round (binarise), then
+    F.upsample(size=(r, r), mode='nearest'); F.upsample is F.interpolate's old name."""
+    x = torch.round(torch.from_numpy(images.copy()).float()[:, None] / 255)
+    return F.interpolate(x, size=(r, r), mode="nearest")[:, 0].numpy().astype(np.uint8)
+
+
+def test_rescale_of_28x28_images_is_the_official_codes_nearest_then_binarise():
+    images = np.random.default_rng(2).integers(0, 256, (16, 28, 28)).astype(np.uint8)
+    images[:, 0, :4] = [127, 128, 0, 255]  # the threshold: 127 off, 128 on
+    for r in (14, 16, 19, 24, 28):
+        assert np.array_equal(rescale_binarize(images, r, 255.0), official_prep(images, r)), r
+    assert rescale_binarize(images, 28, 255.0)[0, 0, :4].tolist() == [0, 1, 0, 1]
+    # 28 -> 14 keeps the even rows and columns (floor(2i)), not the odd ones pixel centres would pick
+    assert np.array_equal(rescale_binarize(images, 14, 255.0), rescale_binarize(images[:, ::2, ::2], 14, 255.0))
+
+
+def test_pixel_centre_rule_of_the_digits_stand_in_is_nearest_exact():
+    images = np.random.default_rng(3).integers(0, 17, (4, 8, 8)).astype(np.uint8)
+    for r in (8, 10, 12, 16):
         ref = F.interpolate(torch.from_numpy(images).float()[:, None], size=(r, r), mode="nearest-exact")[:, 0]
-        assert np.array_equal(rescale_binarize(images, r, 255.0), (ref > 127.5).numpy().astype(np.uint8))
+        got = rescale_binarize(images, r, 16.0, rule="centres")
+        assert np.array_equal(got, (ref > 8).numpy().astype(np.uint8)), r
+    with pytest.raises(ValueError, match=r"Expected rule 'paper' or 'centres', got 'bilinear'"):
+        rescale_binarize(images, 10, 16.0, rule="bilinear")
+
+
+# ---------------------------------------------------------------- resolution shift on the digits stand-in
 
 
 def test_digits_sequences_have_resolution_squared_binary_steps():
@@ -170,6 +199,107 @@ def test_eval_data_and_batches_are_deterministic():
     assert not torch.equal(xa, xc)
 
 
+# ---------------------------------------------------------------- the Fashion-MNIST stand-in: real IDX files
+needs_fashion = pytest.mark.skipif(
+    not Path(FASHION_DIR).is_dir(), reason=f"the Fashion-MNIST files are not installed (Debian: apt-get install "
+    f"{FASHION_PACKAGE}; .ci/run and `make test` install it); these tests read the real IDX files in {FASHION_DIR}")
+
+
+@pytest.fixture(scope="module")
+def fashion():
+    return load_mnist(FASHION_DIR, "fashion")
+
+
+@needs_fashion
+def test_the_idx_loader_reads_the_real_fashion_mnist_files(fashion):
+    (tr_x, tr_y), (te_x, te_y) = fashion["train"], fashion["test"]
+    assert tr_x.shape == (60000, 28, 28) and te_x.shape == (10000, 28, 28) and tr_x.dtype == te_x.dtype == np.uint8
+    assert tr_y.shape == (60000,) and te_y.shape == (10000,)
+    assert np.bincount(tr_y).tolist() == [6000] * 10 and np.bincount(te_y).tolist() == [1000] * 10  # balanced
+    # the statistics every Fashion-MNIST normalisation uses: mean 0.2860, std 0.3530 of the training pixels / 255
+    # (sums in chunks: a float64 copy of the 47M pixels would take 376 MB)
+    n = tr_x.size
+    s1 = sum(int(c.sum(dtype=np.int64)) for c in np.array_split(tr_x, 20))
+    s2 = sum(int((c.astype(np.int64) ** 2).sum()) for c in np.array_split(tr_x, 20))
+    assert s1 / n / 255 == pytest.approx(0.2860, abs=5e-5)
+    assert math.sqrt(s2 / n - (s1 / n) ** 2) / 255 == pytest.approx(0.3530, abs=5e-5)
+    assert (tr_x.min(), tr_x.max()) == (0, 255)
+    assert tr_y[0] == 9 and te_y[0] == 9  # both files open on an ankle boot (class 9)
+
+
+@needs_fashion
+def test_fashion_source_runs_the_papers_protocol_on_the_real_files(fashion):
+    task = SmnistTask(SmnistSettings(source="fashion", val_size=100, eval_size=100), LSTM)
+    assert task.split_sizes == {"train": 59900, "val": 100, "eval": 100}
+    assert task.train_data[0].shape == (59900, 14 * 14) and task.val_data[0].shape == (100, 14 * 14)
+    assert {r: x.shape for r, (x, _) in task.eval_data.items()} == {14: (100, 196), 16: (100, 256), 19: (100, 361),
+                                                                     24: (100, 576)}
+    te_x, te_y = fashion["test"]
+    idx = task.split_indices["eval"]
+    for r, (x, y) in task.eval_data.items():  # each sequence is the official code's prep of that test image
+        assert np.array_equal(x.numpy(), official_prep(te_x[idx], r).reshape(100, r * r)), r
+        assert np.array_equal(y.numpy(), te_y[idx])
+    tr_x, _ = fashion["train"]
+    val = task.split_indices["val"]
+    assert np.array_equal(task.val_data[0].numpy(), official_prep(tr_x[val], 14).reshape(100, 196))
+
+
+def test_fashion_runs_are_labelled_as_the_stand_in():
+    assert FASHION_STAND_IN == "Fashion-MNIST stand-in, not MNIST"
+    assert FASHION_STAND_IN in SmnistTask.sources["fashion"] and "MNIST (LeCun" in SmnistTask.sources["mnist"]
+    assert all(FASHION_STAND_IN in d and STAND_IN in d for d in SmnistTask.metric_docs.values())
+    assert FASHION_STAND_IN in SmnistSettings.model_fields["source"].description  # the spec docs and --help
+
+
+def test_the_report_names_the_data_a_sweep_used():
+    pa = pytest.importorskip("pyarrow")
+    from analysis.sections import metrics_blocks
+
+    def text(sources):
+        children = pa.table({"task.source": sources, "val/acc": [0.5] * len(sources),
+                             "eval/acc_res16": [0.4] * len(sources)})
+        return metrics_blocks("smnist", children, "val/acc")[1].text
+
+    assert text(["fashion", "fashion"]).startswith(f"Data (task.source=fashion): {FASHION_STAND_IN}. ")
+    assert f"Data (task.source=digits): {STAND_IN}. " in text(["digits"])
+    assert text(["mnist"]).startswith("Data (task.source=mnist): MNIST. ") and "stand-in" not in text(["mnist"])
+
+
+def test_preflight_refuses_missing_fashion_files_naming_the_apt_package(tmp_path):
+    s = SmnistSettings(source="fashion", data_dir=str(tmp_path))  # an empty directory
+    [(path, msg)] = SmnistDeclaration.preflight(s)
+    assert path == "task.data_dir"
+    assert f"apt-get install {FASHION_PACKAGE}" in msg and "Fashion-MNIST" in msg and str(tmp_path) in msg
+    assert all(name in msg for name in MNIST_FILES)
+    assert "yann.lecun.com" not in msg  # not MNIST's download hint
+    with pytest.raises(MnistNotFoundError, match=r"apt-get install dataset-fashion-mnist"):
+        SmnistTask(s, LSTM)
+    # a damaged file is refused too, and the fix is to reinstall the package
+    fake_mnist(tmp_path, gz=True)
+    (tmp_path / "t10k-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b not gzip")
+    [(path, msg)] = SmnistDeclaration.preflight(s)
+    assert "t10k-images-idx3-ubyte.gz" in msg and f"apt-get install --reinstall {FASHION_PACKAGE}" in msg
+
+
+@needs_fashion
+def test_preflight_accepts_the_installed_package():
+    assert SmnistDeclaration.preflight(SmnistSettings(source="fashion")) == []
+
+
+def test_mnist_message_points_to_the_fashion_stand_in(tmp_path):
+    with pytest.raises(MnistNotFoundError) as e:
+        load_mnist(tmp_path)
+    assert "task.source='fashion'" in str(e.value) and f"apt-get install {FASHION_PACKAGE}" in str(e.value)
+
+
+def test_smoke_runs_evaluate_small_sets():
+    task, optim = SmnistDeclaration.smoke({"source": "fashion", "val_size": 1000}, {"max_steps": 1500,
+                                                                                     "eval_every": 500})
+    assert (task["val_size"], task["eval_size"], task["source"]) == (64, 64, "fashion")
+    assert optim["max_steps"] <= 4
+    assert SmnistDeclaration.smoke({"val_size": 10}, {"max_steps": 4, "eval_every": 2})[0]["val_size"] == 10
+
+
 # ---------------------------------------------------------------- settings
 def test_settings_reject_bad_values():
     with pytest.raises(ValidationError, match="extra"):
@@ -180,10 +310,12 @@ def test_settings_reject_bad_values():
         SmnistSettings(test_resolutions=[16, 1])
     with pytest.raises(ValidationError, match="data_dir"):
         SmnistSettings(source="mnist")
-    with pytest.raises(ValidationError, match="data_dir applies to source='mnist' only"):
+    with pytest.raises(ValidationError, match="data_dir applies to source='mnist' or 'fashion' only"):
         SmnistSettings(data_dir="/tmp")
     s = SmnistSettings()
     assert (s.source, s.train_resolution, s.test_resolutions) == ("digits", 14, [16, 19, 24])
+    assert SmnistSettings(source="fashion").data_dir == FASHION_DIR == "/usr/share/datasets/fashion-mnist"
+    assert SmnistSettings(source="fashion", data_dir="/elsewhere").data_dir == "/elsewhere"
 
 
 # ---------------------------------------------------------------- model and metrics
