@@ -27,10 +27,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from sweeps.keys import TAG_GIT_DIRTY, TAG_GIT_SHA, TAG_SPEC_PATH, TAG_SWEEP, TASK_KEYS
+from sweeps.keys import TAG_GIT_DIRTY, TAG_GIT_SHA, TAG_SPEC_PATH, TAG_SWEEP, TASK_KEYS, TaskKeys
 
 from .ablation import ablation_table
 from .comparisons import paired_comparisons
+from .conditions import condition_blocks
 from .curves import eval_conditions
 from .document import Block, to_html, to_markdown
 from .export import check_tracking_uri, export_experiment
@@ -151,6 +152,7 @@ def build_report(experiment: str, tracking_uri: str, out_dir: str | Path | None 
     body += effects
     if task_name in TASK_KEYS and TASK_KEYS[task_name].rl:
         body += iqm_blocks(children, table.rows, objective)
+        body += condition_blocks(children, objective, _train_condition(children, TASK_KEYS[task_name]))
     if {"rims"} < kinds and "lstm" in kinds:
         base = objective.split("/", 1)[1]  # the objective's measure at every evaluated condition
         conds = eval_conditions(table.metrics, base)
@@ -194,6 +196,17 @@ def build_report(experiment: str, tracking_uri: str, out_dir: str | Path | None 
         for f in figures:
             client.log_artifact(parent, str(f), "report/figures")
     return ReportResult(md, page, figures, parent, sweep, _mlflow_address(uri, exp_id, parent))
+
+
+def _train_condition(children: pa.Table, keys: TaskKeys) -> str | None:
+    """The training condition's name from the first run's task.* params (TaskKeys.train_condition)."""
+    if not keys.train_condition:
+        return None
+    params = {c.removeprefix("task."): children[c][0].as_py() for c in children.column_names if c.startswith("task.")}
+    try:
+        return keys.train_condition.format(**params)
+    except (KeyError, IndexError):
+        return None
 
 
 def _artifact_url(uri: str, run_id: str, path: str) -> str:

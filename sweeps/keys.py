@@ -17,6 +17,8 @@ __all__ = [
     "COPY_RECALL",
     "COPY_SYMBOLS",
     "DIGITS_STAND_IN",
+    "FASHION_STAND_IN",
+    "SMNIST_SOURCES",
     "TAG_CONFIG",
     "TAG_DEVICE",
     "TAG_FAILURE",
@@ -60,6 +62,9 @@ TAG_REEVALUATED = "rims.reevaluated"  # trial: JSON list of the overrides of eve
 COPY_SYMBOLS = 8  # copying: symbols 1..8 (sweeps/tasks/copying.py)
 COPY_RECALL = 10  # copying: symbols to recall by default (task.num_symbols); a sequence is blank + 2 * that long
 DIGITS_STAND_IN = "sklearn 8x8 digits stand-in, not MNIST"  # smnist with task.source='digits': never MNIST's numbers
+FASHION_STAND_IN = "Fashion-MNIST stand-in, not MNIST"  # smnist with task.source='fashion': clothing, not digits
+# smnist: what data each task.source is, as reports name it (analysis labels runs by their task.source)
+SMNIST_SOURCES = {"mnist": "MNIST", "digits": DIGITS_STAND_IN, "fashion": FASHION_STAND_IN}
 
 
 @dataclass(frozen=True)
@@ -76,13 +81,17 @@ class MetricInfo:
 class TaskKeys:
     """What analysis needs to know of a task: its objective (the val metric searchers optimise, and "min"/"max"),
     whether it is trained by reinforcement learning, and its base metrics. ``train_stats``: statistics an RL
-    learner reports under ``train/`` only (losses, learning rate): they may be stopped on, never scored."""
+    learner reports under ``train/`` only (losses, learning rate): they may be stopped on, never scored.
+    ``train_condition``: the name of the eval condition that repeats the training distribution, as a format
+    string over the task's settings ("distractors{num_distractors}" -> "distractors2"), where there is one."""
 
     name: str
     objective: tuple[str, Literal["min", "max"]]
     rl: bool
     metrics: dict[str, MetricInfo]
     train_stats: dict[str, str] = field(default_factory=dict)
+    # the eval condition that is the training distribution, formatted with the task.* settings (no prefix)
+    train_condition: str | None = None
 
     @property
     def metric_docs(self) -> dict[str, str]:
@@ -94,6 +103,16 @@ class TaskKeys:
 def _m(base: str, doc: str, chance_doc: str, better: Literal["lower", "higher"]) -> tuple[str, MetricInfo]:
     return base, MetricInfo(base, doc, chance_doc, better)
 
+
+_PPO_STATS = {  # what every PPO task's learner reports under train/
+    "policy_loss": "PPO clipped surrogate loss (train/)",
+    "vf_loss": "value function loss (train/)",
+    "entropy": "policy entropy (train/)",
+    "loss": "total PPO loss (train/)",
+    "lr": "learning rate at this report (train/)",
+    "vf_explained_var": "explained variance of the value function (train/)",
+    "iterations": "PPO iterations so far (train/)",
+}
 
 TASK_KEYS: dict[str, TaskKeys] = {t.name: t for t in (
     TaskKeys("copying", ("val/ce", "min"), False, dict([
@@ -113,9 +132,11 @@ TASK_KEYS: dict[str, TaskKeys] = {t.name: t for t in (
            f"1/{COPY_SYMBOLS} = {1 / COPY_SYMBOLS:.3f}", "higher"),
     ])),
     TaskKeys("smnist", ("val/acc", "max"), False, dict([
-        _m("ce", "cross-entropy (nats) of the 10-way digit classification from the last step; with "
-           f"task.source='digits' on the {DIGITS_STAND_IN}", f"ln 10 = {math.log(10):.3f}", "lower"),
-        _m("acc", f"classification accuracy from the last step; with task.source='digits' on the {DIGITS_STAND_IN}",
+        _m("ce", "cross-entropy (nats) of the 10-way classification from the last step (MNIST digits; with "
+           f"task.source='digits' on the {DIGITS_STAND_IN}; with task.source='fashion' on the {FASHION_STAND_IN}, "
+           "its 10 clothing classes)", f"ln 10 = {math.log(10):.3f}", "lower"),
+        _m("acc", "classification accuracy from the last step (MNIST digits; with task.source='digits' on the "
+           f"{DIGITS_STAND_IN}; with task.source='fashion' on the {FASHION_STAND_IN}, its 10 clothing classes)",
            "0.1", "higher"),
     ])),
     TaskKeys("bouncing", ("val/bce", "min"), False, dict([
@@ -127,18 +148,21 @@ TASK_KEYS: dict[str, TaskKeys] = {t.name: t for t in (
            "after burn_in true frames, the model's own predictions (probabilities) fed back",
            "no fixed level (as bce)", "lower"),
     ])),
+    TaskKeys("fetch", ("val/success_rate", "max"), True, dict([
+        _m("success_rate", "fraction of episodes in which the agent picked up the named object (val/: fixed rooms "
+           "of the training condition; eval/<m>_<condition>: the same fixed rooms in each condition)",
+           "about 1 / (1 + distractors) for a policy that picks up the first object it meets (measured for a "
+           "uniformly random policy in 6x6 rooms: 0.32 with 2 distractors, 0.19 with 4)", "higher"),
+        _m("episode_return_mean", "mean episode return, MiniGrid's 1 - 0.9 * steps / max_steps on success and 0 "
+           "otherwise (train/: the last 20 training episodes; val/ and eval/ as success_rate)",
+           "as success_rate, discounted by the steps taken", "higher"),
+        _m("episode_len_mean", "mean episode length in steps (ends at a pickup or at the step limit)", "none",
+           "lower"),
+    ]), train_stats=_PPO_STATS, train_condition="distractors{num_distractors}"),
     TaskKeys("atari", ("val/episode_return_mean", "max"), True, dict([
         _m("episode_return_mean", "mean episode return: train/ over the last 20 training episodes (clipped "
            "rewards, one life each), val/ over task.eval_episodes greedy games at each report (raw score)",
            "no fixed level: a random policy's score depends on the game", "higher"),
         _m("episode_len_mean", "mean episode length in agent steps (train/ and val/ as above)", "none", "higher"),
-    ]), train_stats={
-        "policy_loss": "PPO clipped surrogate loss (train/)",
-        "vf_loss": "value function loss (train/)",
-        "entropy": "policy entropy (train/)",
-        "loss": "total PPO loss (train/)",
-        "lr": "learning rate at this report (train/)",
-        "vf_explained_var": "explained variance of the value function (train/)",
-        "iterations": "PPO iterations so far (train/)",
-    }),
+    ]), train_stats=_PPO_STATS),
 )}

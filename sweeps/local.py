@@ -35,6 +35,7 @@ from .trial import CHECKPOINT_FILE, run_trial
 __all__ = ["LocalResult", "run_local"]
 
 RESULT_FILE = "result.json"
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 CHECKPOINT_DIR = "checkpoint"  # an RL trial's checkpoint (a directory), beside the supervised state.pt
 
 
@@ -76,6 +77,23 @@ def _stored_dir(final: Path) -> Path | None:
         if (path / CHECKPOINT_FILE).exists():
             return path
     return None
+
+
+def _die_with_parent(parent: int) -> None:
+    """Worker initializer: end this worker when the sweep's process ends, however it ends (SIGKILL included).
+    Otherwise a killed ``rims sweep local`` leaves its trials running as orphans, which go on to start the
+    trials still queued and write into the same trial folders as the rerun that resumes the sweep. Linux only
+    (prctl); elsewhere workers outlive a killed driver."""
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the driver died before the line above took effect
+        os._exit(1)
 
 
 def _trial(config: dict[str, Any], ctx: dict[str, Any], trial_id: str, directory: str,
@@ -178,8 +196,13 @@ def run_local(spec: SweepSpec, spec_text: str, out: str | Path, *, jobs: int = 1
             results[tid] = json.loads(done.read_text())
         else:
             todo.append((tid, point))
+    # seed-major: all configurations at the first seed, then at the next, so that a sweep interrupted part-way
+    # leaves every configuration with the same seeds (trial ids keep the spec's order: resuming is unaffected)
+    rank = {s: i for i, s in enumerate(spec.seed_list)}
+    todo.sort(key=lambda t: (rank.get(t[1]["seed"], 0), t[0]))
     before = dict(results)
-    with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
         futures = [pool.submit(_trial, point, ctx, tid, str(out / "trials" / tid), stop, deadline,
                                spec.objective[0] if jobs == 1 else None)
                    for tid, point in todo]

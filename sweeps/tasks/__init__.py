@@ -1,5 +1,5 @@
-"""The paper's tasks, by ``task.name``. Each builds its data deterministically from a seed and reports the
-same metric names for every model kind (see base.py).
+"""The paper's tasks and the seed's RL object task (fetch), by ``task.name``. Each builds its data
+deterministically from a seed and reports the same metric names for every model kind (see base.py).
 
 ``TASKS`` maps a name to the task's declaration (declared.py: settings, objective, checks; no torch): what the
 spec consults. The implementation (model, data, loss, evaluation, RL training: torch, RLlib) is imported only
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..flat import nest
 from .declaration import RLTaskDeclaration, TaskDeclaration
-from .declared import AtariDeclaration, BouncingDeclaration, CopyingDeclaration, SmnistDeclaration
+from .declared import AtariDeclaration, BouncingDeclaration, CopyingDeclaration, FetchDeclaration, SmnistDeclaration
 
 if TYPE_CHECKING:
     from .base import RLTask, Task
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 __all__ = ["TASKS", "RLTaskDeclaration", "TaskDeclaration", "build_task", "task_class"]
 
 TASKS: dict[str, type[TaskDeclaration]] = {t.name: t for t in (
-    CopyingDeclaration, SmnistDeclaration, BouncingDeclaration, AtariDeclaration)}
+    CopyingDeclaration, SmnistDeclaration, BouncingDeclaration, AtariDeclaration, FetchDeclaration)}
 
 
 def task_class(name: str) -> type[Task] | type[RLTask]:

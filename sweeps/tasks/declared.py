@@ -1,6 +1,6 @@
-"""The paper's four tasks as the spec knows them: settings, optim defaults, smoke runs and checks; no torch.
+"""The paper's tasks as the spec knows them: settings, optim defaults, smoke runs and checks; no torch.
 
-Each implementation (copying.py, smnist.py, bouncing.py, atari.py) subclasses its declaration here.
+Each implementation (copying.py, smnist.py, bouncing.py, atari.py, fetch.py) subclasses its declaration here.
 """
 
 from __future__ import annotations
@@ -10,11 +10,22 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from rllib_models.ppo import PPOSettings, check_settings
+from rllib_models.fetch import FetchSettings
+from rllib_models.ppo import PPOBase, PPOSettings, check_settings
 
 from ..keys import COPY_RECALL
 from .declaration import RLTaskDeclaration, TaskDeclaration, TaskSettings
-from .mnist_files import DIGITS_SPLIT_CAP, MNIST_FILES, MNIST_URLS, STAND_IN, load_mnist, missing_mnist_message
+from .mnist_files import (
+    DIGITS_SPLIT_CAP,
+    FASHION_DIR,
+    FASHION_PACKAGE,
+    FASHION_STAND_IN,
+    MNIST_FILES,
+    MNIST_URLS,
+    STAND_IN,
+    load_mnist,
+    missing_mnist_message,
+)
 
 __all__ = [
     "MAX_BALLS",
@@ -25,6 +36,7 @@ __all__ = [
     "BouncingSettings",
     "CopyingDeclaration",
     "CopyingSettings",
+    "FetchDeclaration",
     "SmnistDeclaration",
     "SmnistSettings",
 ]
@@ -67,10 +79,12 @@ class CopyingDeclaration(TaskDeclaration):
 class SmnistSettings(TaskSettings):
     """``task.*`` keys of sequential MNIST with a resolution shift."""
 
-    source: Literal["mnist", "digits"] = Field(
-        "digits", description=f"'mnist': the IDX files in data_dir; 'digits': the {STAND_IN} (offline)")
-    data_dir: str | None = Field(None, description="directory with the four standard MNIST IDX files (plain or "
-                                 ".gz); required for source='mnist'")
+    source: Literal["mnist", "fashion", "digits"] = Field(
+        "digits", description="'mnist': the MNIST IDX files in data_dir; 'fashion': the Fashion-MNIST IDX files "
+        f"(the {FASHION_STAND_IN}; `apt-get install {FASHION_PACKAGE}`), in data_dir, by default {FASHION_DIR}; "
+        f"'digits': the {STAND_IN} (offline)")
+    data_dir: str | None = Field(None, description="directory with the four standard IDX files (plain or .gz); "
+                                 f"required for source='mnist', {FASHION_DIR} by default for source='fashion'")
     train_resolution: int = Field(14, ge=2, description="side of the training images (paper: 14, 196 steps)")
     test_resolutions: list[int] = Field([16, 19, 24], description="sides evaluated out of distribution "
                                         "(paper: 16, 19, 24)")
@@ -79,6 +93,15 @@ class SmnistSettings(TaskSettings):
     eval_size: int = Field(1000, ge=1, description="test images evaluated at every resolution (with "
                            f"source='digits' at most {DIGITS_SPLIT_CAP})")
     train_size: int | None = Field(None, ge=1, description="cap on the training images; None: all that remain")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fashion_dir(cls, data: Any) -> Any:
+        # the Debian package's directory unless the spec names another: the settings (and so every trial) say
+        # where the files were read from
+        if isinstance(data, dict) and data.get("source") == "fashion" and data.get("data_dir") is None:
+            return {**data, "data_dir": FASHION_DIR}
+        return data
 
     @field_validator("test_resolutions")
     @classmethod
@@ -91,10 +114,11 @@ class SmnistSettings(TaskSettings):
     def _source(self) -> SmnistSettings:
         if self.source == "mnist" and self.data_dir is None:
             raise ValueError(f"source='mnist' needs data_dir: a directory with {list(MNIST_FILES)} "
-                             f"(from {MNIST_URLS[0]}), or use source='digits' for the offline stand-in")
+                             f"(from {MNIST_URLS[0]}), or use source='fashion' (the {FASHION_STAND_IN}) or "
+                             "source='digits' (the offline stand-in)")
         if self.source == "digits" and self.data_dir is not None:
-            raise ValueError(f"data_dir applies to source='mnist' only, got data_dir={self.data_dir!r} with "
-                             "source='digits'; drop it or set source='mnist'")
+            raise ValueError(f"data_dir applies to source='mnist' or 'fashion' only, got data_dir={self.data_dir!r} "
+                             "with source='digits'; drop it or set source='mnist' or 'fashion'")
         return self
 
 
@@ -104,21 +128,32 @@ class SmnistDeclaration(TaskDeclaration):
     name: ClassVar[str] = "smnist"
     settings_model = SmnistSettings
     implementation: ClassVar[str] = "sweeps.tasks.smnist:SmnistTask"
+    smoke_eval_size: ClassVar[int] = 64  # val and eval images of a smoke run
 
     @classmethod
     def preflight(cls, settings: SmnistSettings) -> list[tuple[str, str]]:
-        """The MNIST files must be where task.data_dir says, whole and well-formed (checked where the sweep runs,
-        before any run)."""
-        if settings.source != "mnist":
+        """The MNIST (or Fashion-MNIST) files must be where task.data_dir says, whole and well-formed (checked
+        where the sweep runs, before any run); a missing Fashion-MNIST names its apt package."""
+        if settings.source == "digits":
             return []
-        message = missing_mnist_message(settings.data_dir)
+        message = missing_mnist_message(settings.data_dir, settings.source)
         if message:
             return [("task.data_dir", message)]
         try:  # a truncated or wrong file is refused here too, not in every trial
-            load_mnist(settings.data_dir)
+            load_mnist(settings.data_dir, settings.source)
         except (ValueError, OSError, EOFError) as e:
-            return [("task.data_dir", f"{e}; replace the file with a fresh copy from {MNIST_URLS[0]}")]
+            fresh = (f"`apt-get install --reinstall {FASHION_PACKAGE}`" if settings.source == "fashion"
+                     else f"a fresh copy from {MNIST_URLS[0]}")
+            return [("task.data_dir", f"{e}; replace the file with {fresh}")]
         return []
+
+    @classmethod
+    def smoke(cls, task: dict[str, Any], optim: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A few steps, and small val / eval sets: evaluating 1,000 images at every resolution (576 steps each at
+        24x24) would cost a RIM more than the steps do."""
+        task, optim = super().smoke(task, optim)
+        n = cls.smoke_eval_size
+        return {**task, **{k: min(task.get(k, n), n) for k in ("val_size", "eval_size")}}, optim
 
 
 # --- bouncing balls --------------------------------------------------------------------------------------------
@@ -158,8 +193,42 @@ class BouncingDeclaration(TaskDeclaration):
     implementation: ClassVar[str] = "sweeps.tasks.bouncing:BouncingTask"
 
 
-# --- Atari (PPO) -----------------------------------------------------------------------------------------------
-class AtariDeclaration(RLTaskDeclaration):
+# --- PPO tasks: Atari, Fetch among distractors ---------------------------------------------------------------
+class _PPODeclaration(RLTaskDeclaration):
+    """What the PPO tasks share: the checks of rllib_models.ppo.check_settings, reports in whole iterations, a
+    tiny smoke iteration."""
+
+    @classmethod
+    def check(cls, settings: PPOBase, model: dict[str, Any], optim: dict[str, Any]) -> list[tuple[str, str]]:
+        try:
+            check_settings(settings, model, optim["batch_size"])
+        except ValueError as e:
+            msg = str(e)
+            path, _, rest = msg.partition(": ")
+            path = {"model_config": "model", "env": "task.env"}.get(path, path)
+            if path in type(settings).model_fields:
+                path = f"task.{path}"
+            return [(path if path.startswith(("task.", "model", "optim.")) else "task", rest or msg)]
+        return []
+
+    @classmethod
+    def reports(cls, settings: PPOBase, optim: dict[str, Any]) -> int:
+        """Reports come at whole PPO iterations, so they are counted in iterations."""
+        every = max(1, math.ceil(optim["eval_every"] / settings.batch_size))
+        return max(1, math.ceil(math.ceil(optim["max_steps"] / settings.batch_size) / every))
+
+    @classmethod
+    def smoke(cls, task: dict[str, Any], optim: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """One tiny iteration: 2 envs x 32 steps, one epoch, one small evaluation."""
+        task = {**task, "num_envs": 2, "rollout_length": 32, "num_epochs": 1,
+                "eval_episodes": min(cls.smoke_eval_episodes, task.get("eval_episodes", 1)),
+                "max_seq_len": min(16, task.get("max_seq_len", 16))}
+        return task, {**optim, "batch_size": 32, "max_steps": 64, "eval_every": 64}
+
+    smoke_eval_episodes: ClassVar[int] = 1
+
+
+class AtariDeclaration(_PPODeclaration):
     """PPO on an ALE game (``task.env``); the objective is the greedy evaluation return."""
 
     name: ClassVar[str] = "atari"
@@ -170,31 +239,19 @@ class AtariDeclaration(RLTaskDeclaration):
                                                 "grad_clip": 0.5, "eval_every": 102_400}
 
     @classmethod
-    def check(cls, settings: PPOSettings, model: dict[str, Any], optim: dict[str, Any]) -> list[tuple[str, str]]:
-        try:
-            check_settings(settings, model, optim["batch_size"])
-        except ValueError as e:
-            msg = str(e)
-            path, _, rest = msg.partition(": ")
-            path = {"model_config": "model", "env": "task.env"}.get(path, path)
-            return [(path if path.startswith(("task.", "model", "optim.")) else "task", rest or msg)]
-        return []
-
-    @classmethod
     def preflight(cls, settings: PPOSettings) -> list[tuple[str, str]]:
         """The game exists in this machine's ale-py (ROMs ship with it)."""
         return [e for e in cls.check(settings, {"kind": "lstm"}, {"batch_size": 1}) if e[0] == "task.env"]
 
-    @classmethod
-    def reports(cls, settings: PPOSettings, optim: dict[str, Any]) -> int:
-        """Reports come at whole PPO iterations, so they are counted in iterations."""
-        every = max(1, math.ceil(optim["eval_every"] / settings.batch_size))
-        return max(1, math.ceil(math.ceil(optim["max_steps"] / settings.batch_size) / every))
 
-    @classmethod
-    def smoke(cls, task: dict[str, Any], optim: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-        """One tiny iteration: 2 envs x 32 steps, one epoch, one greedy evaluation game."""
-        task = {**task, "num_envs": 2, "rollout_length": 32, "num_epochs": 1,
-                "eval_episodes": min(1, task.get("eval_episodes", 1)),
-                "max_seq_len": min(16, task.get("max_seq_len", 16))}
-        return task, {**optim, "batch_size": 32, "max_steps": 64, "eval_every": 64}
+class FetchDeclaration(_PPODeclaration):
+    """PPO on Fetch among distractors (MiniGrid); the objective is the val success rate in the training rooms,
+    the out-of-distribution conditions are ``eval/<m>_<condition>``."""
+
+    name: ClassVar[str] = "fetch"
+    settings_model = FetchSettings
+    implementation: ClassVar[str] = "sweeps.tasks.fetch:FetchTask"
+    # MiniGrid PPO baselines (rl-starter-files): lr 1e-3, minibatch 256, grad norm 0.5
+    optim_defaults: ClassVar[dict[str, Any]] = {"lr": 1e-3, "batch_size": 256, "max_steps": 500_000,
+                                                "grad_clip": 0.5, "eval_every": 51_200}
+    smoke_eval_episodes: ClassVar[int] = 4

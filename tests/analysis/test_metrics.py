@@ -37,11 +37,11 @@ def test_the_metrics_a_task_reports_are_the_documented_ones(name):
 
 
 def test_every_task_has_an_objective_among_its_documented_metrics():
-    assert set(TASK_KEYS) == set(TASKS) == {"copying", "smnist", "bouncing", "atari"}
+    assert set(TASK_KEYS) == set(TASKS) == {"copying", "smnist", "bouncing", "atari", "fetch"}
     for name, keys in TASK_KEYS.items():
         docs = task_metrics(name)
         assert split_metric(keys.objective[0])[1] in docs, name
-        assert keys.rl == (name == "atari"), name
+        assert keys.rl == (name in ("atari", "fetch")), name
         for base, info in docs.items():
             assert info.doc and info.chance_doc and info.better in ("lower", "higher"), (name, base)
             assert metric_info(name, f"val/{base}") is info

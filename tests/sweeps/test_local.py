@@ -4,6 +4,9 @@ nested runs a Ray sweep logs; the stopping rule, a raising trial, and a rerun th
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -12,6 +15,8 @@ from mlflow.tracking import MlflowClient
 from rims_cli.main import main
 from sweeps.local import run_local
 from sweeps.spec import SpecError, load_spec
+
+from .servers import BIN, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -116,3 +121,56 @@ def test_without_tracking_a_spec_runs_and_counts_a_diverged_trial_as_failed(tmp_
     assert "trial 00001 (rims lr=1e+30 seed=0): failed" in capsys.readouterr().out
     with pytest.raises(ValueError, match="tracking=False"):
         run_local(load_spec(raw), "", tmp_path / "other", tracking=False, mlflow_uri=f"sqlite:///{tmp_path}/m.db")
+
+
+def test_trials_run_seed_major_so_an_interrupted_sweep_stays_balanced(tmp_path, capsys):
+    """One worker runs the trials in submission order: every configuration at seed 0, then at seed 1, while the
+    trial ids keep the spec's order (configuration-major, seeds adjacent)."""
+    raw = {**RAW, "space": {"model.kind": {"grid": ["rims", "lstm"]}}, "seeds": 2,
+           "optim": {**RAW["optim"], "max_steps": 2}}
+    run_local(load_spec(raw), yaml.safe_dump(raw), tmp_path / "out", jobs=1, tracking=False)
+    done = [ln.split()[1:4] for ln in capsys.readouterr().out.splitlines() if ln.startswith("trial ")]
+    assert done == [["00000", "(rims", "seed=0):"], ["00002", "(lstm", "seed=0):"],
+                    ["00001", "(rims", "seed=1):"], ["00003", "(lstm", "seed=1):"]]
+
+
+def _stat(pid: int) -> list[str] | None:
+    """(state, ppid, ...) of a process from /proc, or None when it is gone."""
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def _alive(pid: int) -> bool:
+    st = _stat(pid)
+    return st is not None and st[0] not in ("Z", "X")  # a zombie has ended, only its exit status is left
+
+
+def _children(pid: int) -> list[int]:
+    """Live processes whose parent is pid (Linux /proc)."""
+    return [int(d.name) for d in Path("/proc").glob("[0-9]*") if (st := _stat(int(d.name))) and int(st[1]) == pid
+            and _alive(int(d.name))]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl(PR_SET_PDEATHSIG) is Linux's")
+def test_a_killed_driver_takes_its_trial_workers_with_it(tmp_path):
+    """SIGKILL to `rims sweep local`: its worker processes end too instead of running on as orphans (which would
+    start the queued trials and write into the folders a resuming rerun uses)."""
+    raw = {**RAW, "space": {"model.kind": {"grid": ["rims", "lstm"]}},
+           "optim": {**RAW["optim"], "max_steps": 10**7, "eval_every": 10**6}}
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(raw))
+    driver = subprocess.Popen([str(BIN / "rims"), "sweep", "local", str(spec), "--out", str(tmp_path / "out"),
+                               "--jobs", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        # both trials started: their folders exist, and the driver has its two workers (plus the resource tracker)
+        wait_until(lambda: len(list((tmp_path / "out" / "trials").glob("0000*"))) == 2, "both trials started",
+                   alive=driver)
+        workers = _children(driver.pid)
+        assert len(workers) >= 2
+    finally:
+        driver.kill()
+        driver.wait()
+    wait_until(lambda: not any(_alive(w) for w in workers), "the workers of the killed driver to end")

@@ -30,8 +30,8 @@ def test_implementation_subclasses_its_declaration(name):
 
 
 def test_task_class_names_the_known_tasks():
-    with pytest.raises(ValueError, match=r"task.name: expected one of \['atari', 'bouncing', 'copying', 'smnist'\], "
-                                         r"got 'copy'"):
+    with pytest.raises(ValueError, match=r"task.name: expected one of \['atari', 'bouncing', 'copying', 'fetch', "
+                                         r"'smnist'\], got 'copy'"):
         task_class("copy")
 
 
