@@ -27,6 +27,7 @@ HERE = Path(__file__).parent
 RUNS, HISTORIES = HERE / "fetch_runs.csv", HERE / "fetch_histories.csv"
 FIGURES = HERE.parent / "figures"
 TRAIN = "distractors2"
+EVAL_EVERY = 51_200  # fetch_distractors.yaml's optim.eval_every
 
 
 def write_csvs(export: Path) -> None:
@@ -64,7 +65,26 @@ def tables(runs: pa.Table) -> str:
         for p in poi_rows(scores, "rims", "lstm", pooled=tests):
             lines.append(f"| {', '.join(p.conditions)} | {p.poi:.2f} | [{p.low:.2f}, {p.high:.2f}] |")
         lines.append("")
+    lines += gaps(runs)
     return "\n".join(lines)
+
+
+def gaps(runs: pa.Table) -> list[str]:
+    """The generalisation gap of each run: its success in a test condition minus its success in the training
+    condition on the same rooms; per family the mean with its 95% t interval, and RIMs against LSTM
+    (difference of means, two-sided permutation p over the family labels, Hedges' g)."""
+    from analysis.stats import mean_ci, permutation_test
+
+    scores = condition_scores(runs, "success_rate")
+    lines = ["### gap: success in the condition - success in distractors2 (same rooms), per run", "",
+             "| condition | RIMs gap [95% t CI] | LSTM gap [95% t CI] | RIMs - LSTM | p (permutation) | g |",
+             "|---|---|---|---:|---:|---:|"]
+    for cond in (c for c in scores if c != TRAIN):
+        d = {k: scores[cond][k] - scores[TRAIN][k] for k in ("rims", "lstm")}
+        cells = [f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]" for m, lo, hi in (mean_ci(d[k]) for k in ("rims", "lstm"))]
+        test = permutation_test(d["rims"], d["lstm"])
+        lines.append(f"| {cond} | {cells[0]} | {cells[1]} | {test.diff:+.3f} | {test.p:.2f} | {test.effect:+.2f} |")
+    return [*lines, ""]
 
 
 def figures(runs: pa.Table, hist: pa.Table) -> None:
@@ -83,7 +103,8 @@ def figures(runs: pa.Table, hist: pa.Table) -> None:
             curves = {}
             for rid, step, value in zip(sel["run_id"].to_pylist(), sel["step"].to_pylist(), sel["value"].to_pylist(),
                                         strict=True):
-                curves.setdefault(rid, {})[step] = value
+                # reports come at whole PPO iterations, a few env steps past each multiple of eval_every
+                curves.setdefault(rid, {})[round(step / EVAL_EVERY) * EVAL_EVERY / 1000] = value
             steps = sorted({s for c in curves.values() for s in c})
             mat = np.array([[c.get(s, np.nan) for s in steps] for c in curves.values()])
             for row in mat:
@@ -91,7 +112,7 @@ def figures(runs: pa.Table, hist: pa.Table) -> None:
             ax.plot(steps, np.nanmean(mat, axis=0), color=color, lw=2, label=f"{kind} (mean of {len(mat)} seeds)")
         ax.axhline(0.32 if key.startswith("val") else 0.19, color="grey", ls=":", lw=1,
                    label="uniformly random policy")
-        ax.set(title=title, xlabel="env steps", ylabel="success rate", ylim=(0, 1))
+        ax.set(title=title, xlabel="env steps (thousands)", ylabel="success rate", ylim=(0, 1))
         ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     fig.savefig(FIGURES / "fetch_curves.png", dpi=110)
