@@ -9,21 +9,11 @@ The declaration (settings, optim defaults, checks, smoke run) is declared.AtariD
 
 from __future__ import annotations
 
-from typing import Any
-
-from rllib_models.ppo import train_ppo
-
-from .base import RLTask
+from .base import PPOTask
 from .declared import AtariDeclaration
 
 __all__ = ["AtariTask"]
 
 
-class AtariTask(AtariDeclaration, RLTask):
-    """PPO on an ALE game (``task.env``); the objective is the greedy evaluation return."""
-
-    def train(self, optim: dict[str, Any], seed: int, checkpoint_dir: Any, log: Any, report: Any,
-              save: Any, load: Any) -> None:
-        gpus = 1.0 if self.device.type == "cuda" else 0.0
-        train_ppo(self.settings, self.model_settings, optim, seed, checkpoint_dir=checkpoint_dir, log=log,
-                  report=report, gpus=gpus, save=save, load=load)
+class AtariTask(AtariDeclaration, PPOTask):
+    """PPO on an ALE game (``task.env``); the objective is the greedy evaluation return (RLlib's evaluation)."""

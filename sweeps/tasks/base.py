@@ -23,7 +23,7 @@ from rims_core import RIM, RIM_ONLY_KEYS, build_recurrent
 
 from .declaration import EVAL_SEED, RLTaskDeclaration, TaskDeclaration, TaskSettings
 
-__all__ = ["EVAL_SEED", "RLTask", "Task", "TaskSettings", "make_core", "recurrent_core"]
+__all__ = ["EVAL_SEED", "PPOTask", "RLTask", "Task", "TaskSettings", "make_core", "recurrent_core"]
 
 
 def make_core(model: dict[str, Any], input_size: int) -> nn.Module:
@@ -99,3 +99,20 @@ class RLTask(RLTaskDeclaration, _Built, ABC):
               save: Any, load: Any) -> None:
         """Train until optim["max_steps"]; log(metrics, step) and report(metrics, checkpoint_dir) every
         optim["eval_every"] steps, as the supervised trial loop does."""
+
+
+class PPOTask(RLTask):
+    """An RL task trained by rllib_models.ppo.train_ppo (atari, fetch): subclasses say how a report evaluates
+    (``evaluator``; None: RLlib's greedy evaluation of task.eval_episodes)."""
+
+    def evaluator(self) -> Any:
+        """evaluate(algo) -> val/ and eval/ metrics, or None for RLlib's own evaluation."""
+        return None
+
+    def train(self, optim: dict[str, Any], seed: int, checkpoint_dir: Any, log: Any, report: Any,
+              save: Any, load: Any) -> None:
+        from rllib_models.ppo import train_ppo  # RLlib is imported by RL trials only
+
+        gpus = 1.0 if self.device.type == "cuda" else 0.0
+        train_ppo(self.settings, self.model_settings, optim, seed, checkpoint_dir=checkpoint_dir, log=log,
+                  report=report, gpus=gpus, save=save, load=load, evaluate=self.evaluator())

@@ -12,12 +12,13 @@ policy passed 10 after 32 iterations (16.4k env steps), the LSTM after 25 (12.8k
 from __future__ import annotations
 
 import pytest
-import ray
-import torch
 
-from rllib_models.ppo import PPOSettings, build_ppo_config, ppo_metrics
+from rllib_models.ppo import PPOSettings
 
-pytestmark = [pytest.mark.learning, pytest.mark.integration, pytest.mark.slow]
+from .ppo_learning import local_ray, returns_until  # noqa: F401 (local_ray: a fixture, used by name)
+
+pytestmark = [pytest.mark.learning, pytest.mark.integration, pytest.mark.slow,
+              pytest.mark.usefixtures("local_ray")]
 
 THRESHOLD = 10.0
 MAX_ITERATIONS = 70  # 70 x 512 = 35,840 env steps: more than twice what either needed when measured (RIM: 32)
@@ -26,39 +27,13 @@ SETTINGS = PPOSettings(env="RepeatPrevious", num_envs=8, rollout_length=64, num_
                        env_config={"episode_len": 16, "delay": 1})
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # PPO here runs in this process: two threads per process oversubscribe 2 cores
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield
-    ray.shutdown()
-    torch.set_num_threads(threads)
-
-
-def returns_until_threshold(model: dict) -> list[float]:
-    algo = build_ppo_config(SETTINGS, model, lr=1e-3, minibatch_size=128, grad_clip=0.5, total_steps=10**6,
-                            seed=0).build_algo()
-    curve: list[float] = []
-    try:
-        for _ in range(MAX_ITERATIONS):
-            ret = ppo_metrics(algo.train(), None).get("train/episode_return_mean")
-            if ret is not None:
-                curve.append(ret)
-            if ret is not None and ret >= THRESHOLD:
-                break
-    finally:
-        algo.stop()
-    return curve
-
-
 @pytest.mark.parametrize("model", [
     {"kind": "rims", "hidden_size": 32, "num_units": 4, "top_k": 2, "input_attention": {"dropout": 0.0},
      "comm": {"dropout": 0.0}},
     {"kind": "lstm", "hidden_size": 32},
 ], ids=["rims", "lstm"])
-def test_ppo_learns_to_remember(local_ray, model):
-    curve = returns_until_threshold(model)
+def test_ppo_learns_to_remember(model):
+    curve = returns_until(SETTINGS, model, THRESHOLD, MAX_ITERATIONS, lr=1e-3, minibatch_size=128, grad_clip=0.5)
     print(f"\nLEARNING {model['kind']}: return by iteration (512 env steps each) {[round(r, 1) for r in curve]}")
     assert curve[0] < 5, "starts near the memoryless 0"
     assert curve[-1] >= THRESHOLD, f"did not reach {THRESHOLD} in {MAX_ITERATIONS} iterations: {curve[-5:]}"

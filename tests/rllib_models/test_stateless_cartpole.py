@@ -18,12 +18,13 @@ connector: 15 and 35 iterations; the RIM then hovered at 35-59 up to 80.)
 from __future__ import annotations
 
 import pytest
-import ray
-import torch
 
-from rllib_models.ppo import PPOSettings, build_ppo_config, ppo_metrics
+from rllib_models.ppo import PPOSettings
 
-pytestmark = [pytest.mark.learning, pytest.mark.integration, pytest.mark.slow]
+from .ppo_learning import local_ray, returns_until  # noqa: F401 (local_ray: a fixture, used by name)
+
+pytestmark = [pytest.mark.learning, pytest.mark.integration, pytest.mark.slow,
+              pytest.mark.usefixtures("local_ray")]
 
 THRESHOLD = 50.0
 MAX_ITERATIONS = 120  # 120 x 1,024 env steps: at least twice what either needed when measured (RIM: 59)
@@ -32,41 +33,13 @@ SETTINGS = PPOSettings(env="StatelessCartPole", num_envs=8, rollout_length=128, 
                        anneal_lr=False)
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    threads = torch.get_num_threads()
-    # sampling and learning run in this process: one torch thread, as a trial gets (2 threads on 2 busy cores made
-    # an iteration 20-40x slower: docs/benchmarks.md)
-    torch.set_num_threads(1)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield
-    ray.shutdown()
-    torch.set_num_threads(threads)
-
-
-def returns_until_threshold(model: dict) -> list[float]:
-    algo = build_ppo_config(SETTINGS, model, lr=9e-4, minibatch_size=256, grad_clip=10.0, total_steps=10**6,
-                            seed=0).build_algo()
-    curve: list[float] = []
-    try:
-        for _ in range(MAX_ITERATIONS):
-            ret = ppo_metrics(algo.train(), None).get("train/episode_return_mean")
-            if ret is not None:
-                curve.append(ret)
-            if ret is not None and ret >= THRESHOLD:
-                break
-    finally:
-        algo.stop()
-    return curve
-
-
 @pytest.mark.parametrize("model", [
     {"kind": "rims", "hidden_size": 64, "num_units": 4, "top_k": 2, "input_attention": {"dropout": 0.0},
      "comm": {"dropout": 0.0}},
     {"kind": "lstm", "hidden_size": 64},
 ], ids=["rims", "lstm"])
-def test_ppo_learns_stateless_cartpole(local_ray, model):
-    curve = returns_until_threshold(model)
+def test_ppo_learns_stateless_cartpole(model):
+    curve = returns_until(SETTINGS, model, THRESHOLD, MAX_ITERATIONS, lr=9e-4, minibatch_size=256, grad_clip=10.0)
     print(f"\nLEARNING {model['kind']}: return by iteration (1,024 env steps each) {[round(r, 1) for r in curve]}")
     assert curve[0] < 30, "starts near the random policy's 23.5"
     assert curve[-1] >= THRESHOLD, f"did not reach {THRESHOLD} in {MAX_ITERATIONS} iterations: {curve[-5:]}"

@@ -122,7 +122,7 @@ def test_a_non_finite_rl_loss_ends_the_trial_as_a_supervised_one_does(tmp_path, 
         report({"train/loss": 0.5, "step": 64.0, "failed": 0.0}, None)
         raise NonFiniteLossError("non-finite PPO loss (nan) at env step 128")
 
-    monkeypatch.setattr("sweeps.tasks.atari.train_ppo", train_ppo)
+    monkeypatch.setattr("rllib_models.ppo.train_ppo", train_ppo)  # PPOTask.train imports it when called
     rl = {"name": "rl", "task": {"name": "atari", "env": "ALE/Pong-v5"}, "model": {"kind": "lstm", "hidden_size": 32}}
     reports = []
     run_trial(resolve({**base_config(load_spec(rl)), "seed": 0}), ctx, trial_id="rl", checkpoint_dir=None,
