@@ -61,7 +61,7 @@ class _Room(MiniGridEnv):
         pool = [(c, k) for c in self.cfg.distractor_colors for k in self.cfg.distractor_kinds
                 if (c, k) != self.target and (self.cfg.share_color or c != color)]
         for _ in range(self.cfg.num_distractors):
-            c, k = pool[self._rand_int(0, len(pool))] if pool else (color, "box")
+            c, k = pool[self._rand_int(0, len(pool))]  # never empty: FetchConfig checks it
             self.place_obj(_OBJECTS[k](c))
         self.place_agent()
         self.mission = f"fetch a {color} {kind}"

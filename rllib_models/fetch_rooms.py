@@ -65,6 +65,13 @@ class FetchConfig:
         if bad or not self.distractor_colors:
             raise ValueError(f"distractor_colors: Expected a non-empty subset of {list(COLORS)}, got "
                              f"{list(self.distractor_colors)}")
+        for color in TARGET_COLORS:  # every possible target must leave some distractor that is not it
+            pool = [(c, k) for c in self.distractor_colors for k in self.distractor_kinds
+                    if (c, k) not in ((color, "key"), (color, "ball")) and (self.share_color or c != color)]
+            if self.num_distractors and not pool:
+                raise ValueError(f"distractor_colors: Expected colours and kinds that leave a distractor unlike a "
+                                 f"{color} target, got colours {list(self.distractor_colors)}, kinds "
+                                 f"{list(self.distractor_kinds)}, share_color={self.share_color}")
 
 
 VARIANTS = {  # variant -> (distractor kinds, distractor colours); None: the training room's own

@@ -123,6 +123,7 @@ def test_share_color_false_keeps_the_targets_colour_unique():
 @pytest.mark.parametrize(("kwargs", "field"), [
     ({"view_size": 4}, "view_size"), ({"size": 3}, "size"), ({"num_distractors": 15}, "num_distractors"),
     ({"distractor_kinds": ("door",)}, "distractor_kinds"), ({"distractor_colors": ("pink",)}, "distractor_colors"),
+    ({"distractor_colors": ("red",), "share_color": False}, "distractor_colors"),  # a red target leaves none
 ])
 def test_a_room_that_cannot_exist_is_refused_naming_the_field(kwargs, field):
     with pytest.raises(ValueError, match=f"^{field}: Expected .*, got"):
