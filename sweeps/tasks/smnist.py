@@ -33,8 +33,6 @@ from .base import EVAL_SEED, Task, make_core
 from .declared import SmnistDeclaration, SmnistSettings
 from .mnist_files import (
     DIGITS_SPLIT_CAP,
-    FASHION_DIR,
-    FASHION_PACKAGE,
     FASHION_STAND_IN,
     MNIST_FILES,
     MNIST_URLS,
@@ -48,8 +46,6 @@ from .mnist_files import (
 
 __all__ = [
     "EMBED_SIZE",
-    "FASHION_DIR",
-    "FASHION_PACKAGE",
     "FASHION_STAND_IN",
     "MNIST_FILES",
     "MNIST_URLS",

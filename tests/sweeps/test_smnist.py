@@ -15,9 +15,8 @@ import torch.nn.functional as F
 from pydantic import ValidationError
 
 from sweeps.tasks.declared import SmnistDeclaration
+from sweeps.tasks.mnist_files import FASHION_DIR, FASHION_PACKAGE
 from sweeps.tasks.smnist import (
-    FASHION_DIR,
-    FASHION_PACKAGE,
     FASHION_STAND_IN,
     MNIST_FILES,
     STAND_IN,
