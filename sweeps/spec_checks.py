@@ -66,6 +66,10 @@ def validate(spec: SweepSpec, unsure: frozenset[str] = frozenset()) -> Errors:
     keys = known_keys(spec)
     restricted = set(search.distributions) != set(DISTRIBUTIONS)  # grid: every entry a grid, even a malformed one
     errors += _task_errors(spec)
+    if spec.task_cls.rl and (spec.optim.lr_schedule != "constant" or "optim.lr_schedule" in spec.space):
+        errors.append(("optim.lr_schedule", f"task {spec.task['name']!r} is trained by PPO, whose learning rate is "
+                       f"RLlib's; expected 'constant', got {spec.optim.lr_schedule!r}"
+                       + (" (varied by space.optim.lr_schedule)" if "optim.lr_schedule" in spec.space else "")))
     for key, dist in spec.space.items():
         path = f"space.{key}"
         if key == "seed":

@@ -116,13 +116,20 @@ class ModelSpec(create_model(
 
 
 class OptimSpec(_Strict):
-    """``optim.*``: Adam with gradient clipping."""
+    """``optim.*``: Adam with gradient clipping, and a learning-rate schedule for the supervised tasks."""
 
     lr: float = Field(1e-3, gt=0, description="Adam learning rate")
     batch_size: int = Field(64, ge=1)
     max_steps: int = Field(1000, ge=1, description="training steps per trial")
     grad_clip: float = Field(1.0, gt=0, description="max gradient norm")
     eval_every: int = Field(100, ge=1, description="steps between evaluations, reports and checkpoints")
+    lr_schedule: Literal["constant", "plateau"] = Field(
+        "constant", description="'plateau': multiply the learning rate by plateau_factor when the task's objective "
+        "(val/) has not improved for plateau_patience evaluations (torch's ReduceLROnPlateau, as the official "
+        "RIMs scripts construct it); supervised tasks only")
+    plateau_factor: float = Field(0.5, gt=0, lt=1, description="lr_schedule 'plateau': the factor (official: 0.5)")
+    plateau_patience: int = Field(5, ge=0, description="lr_schedule 'plateau': evaluations without improvement "
+                                  "before the learning rate drops (official: 5)")
 
 
 class SearchSpec(_Strict):

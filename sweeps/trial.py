@@ -1,10 +1,10 @@
 """The trial: a pure function of its resolved config and its checkpoint (no Ray here: see trainable.py for
 Tune's wrapper, local.py for the runner without Ray).
 
-Builds task and model from the flat config, trains with Adam and gradient clipping, evaluates every
-``optim.eval_every`` steps, then writes a checkpoint (model, optimiser, RNG states, step; written atomically),
-logs the report to MLflow in one batch and hands it to Tune. Restarted from a checkpoint it continues the
-same run: same batches, same dropout masks, the same MLflow run.
+Builds task and model from the flat config, trains with Adam and gradient clipping (and optim.lr_schedule),
+evaluates every ``optim.eval_every`` steps, then writes a checkpoint (model, optimiser, schedule, RNG states,
+step; written atomically), logs the report to MLflow in one batch and hands it to Tune. Restarted from a
+checkpoint it continues the same run: same batches, same dropout masks, the same MLflow run.
 """
 
 from __future__ import annotations
@@ -132,22 +132,36 @@ def _setup_and_train(flat: dict[str, Any], seed: int, device: torch.device, chec
     torch.manual_seed(seed)
     model = task.build_model()
     opt = torch.optim.Adam(model.parameters(), lr=optim["lr"])
+    schedule = _lr_schedule(opt, optim, task.objective[1])
     gen = torch.Generator().manual_seed(seed)
     step = 0
     if checkpoint_dir is not None:
         state = load_checkpoint(checkpoint_dir)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
+        if schedule is not None and "lr_schedule" in state:
+            schedule.load_state_dict(state["lr_schedule"])
         gen.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         step = int(state["step"])
     if step == 0:
         tracker.log({"model/num_params": count_parameters(model),
                      "model/macs_per_step": macs_per_step(recurrent_core(model))}, 0)
-    _train(task, model, opt, gen, step, optim, tracker, report)
+    _train(task, model, opt, schedule, gen, step, optim, tracker, report)
 
 
-def _train(task: Any, model: torch.nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator, step: int,
+def _lr_schedule(opt: torch.optim.Optimizer, optim: dict[str, Any],
+                 mode: str) -> torch.optim.lr_scheduler.ReduceLROnPlateau | None:
+    """optim.lr_schedule 'plateau': ReduceLROnPlateau on the task's objective, stepped once per evaluation (its
+    patience counts evaluations); 'constant' (or a config from before the setting existed): None."""
+    if optim.get("lr_schedule", "constant") == "constant":
+        return None
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode=mode, factor=optim["plateau_factor"],
+                                                      patience=optim["plateau_patience"])
+
+
+def _train(task: Any, model: torch.nn.Module, opt: torch.optim.Optimizer,
+           schedule: torch.optim.lr_scheduler.ReduceLROnPlateau | None, gen: torch.Generator, step: int,
            optim: dict[str, Any], tracker: Any, report: Callable[[dict[str, float], Path | None], None]) -> None:
     max_steps, every = optim["max_steps"], optim["eval_every"]
     sums: dict[str, float] = {}
@@ -175,11 +189,16 @@ def _train(task: Any, model: torch.nn.Module, opt: torch.optim.Optimizer, gen: t
                 metrics.update(task.evaluate(model))
                 metrics.update(task.selection_stats(model, batch))
             metrics["sys/steps_per_s"] = n / elapsed
+            metrics["train/lr"] = opt.param_groups[0]["lr"]  # the rate these steps trained with
             metrics["step"] = step
+            if schedule is not None:  # after logging the rate used: the drop applies to the next steps
+                schedule.step(metrics[task.objective[0]])
             with tempfile.TemporaryDirectory() as d:
-                save_checkpoint(Path(d), {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                          "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
-                                          "step": step})
+                state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
+                         "torch_rng": torch.get_rng_state(), "step": step}
+                if schedule is not None:
+                    state["lr_schedule"] = schedule.state_dict()
+                save_checkpoint(Path(d), state)
                 tracker.log(metrics, step)
                 if step == max_steps:
                     tracker.artifact(Path(d) / CHECKPOINT_FILE)

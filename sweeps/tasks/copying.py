@@ -2,8 +2,10 @@
 
 A sequence of length blank + 2n: n symbols drawn from 1..8 (the paper: n = 10, ``task.num_symbols``),
 blank - 1 blanks (0), a marker (9), then n more blanks during which the model must reproduce the n symbols.
-Targets are 0 everywhere but the last n positions. Inputs are one-hot over the 10 tokens, so a blank is never
-the null (zero) input.
+Targets are 0 everywhere but the last n positions. Inputs are one-hot over the 10 tokens (``task.input:
+onehot``), so a blank is never the null (zero) input, or a learned embedding of hidden_size (``embedding``, the
+official script's ``Embedding(ntokens, emsize)`` with emsize = nhid), with dropout ``task.dropout`` on the input
+and on the core's output, as the official script applies it (0.5 there).
 
 Shape legend: B batch, L = blank + 2n sequence length, V = 10 tokens.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -57,18 +60,36 @@ def make_batch(batch_size: int, blank: int, generator: torch.Generator | None = 
 
 
 class CopyingModel(nn.Module):
-    """One-hot tokens -> recurrent core (RIM, LSTM or GRU by kind) -> logits over the 10 tokens."""
+    """Tokens -> input (one-hot, or an embedding of hidden_size) -> dropout -> recurrent core (any kind) ->
+    dropout -> logits over the 10 tokens.
 
-    def __init__(self, kind: str = "rims", hidden_size: int = 600, num_layers: int = 1, **rim_kwargs) -> None:
+    input "embedding" is the official script's encoder: ``nn.Embedding`` initialised uniform in [-0.1, 0.1], of
+    the core's hidden size. dropout (the official script's 0.5) applies to the core's input and to its output,
+    in training only; 0 leaves both untouched.
+    """
+
+    def __init__(self, kind: str = "rims", hidden_size: int = 600, num_layers: int = 1, *,
+                 input: Literal["onehot", "embedding"] = "onehot", dropout: float = 0.0, **rim_kwargs) -> None:
         super().__init__()
+        if input not in ("onehot", "embedding"):
+            raise ValueError(f"copying: Expected input 'onehot' or 'embedding', got {input!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"copying: Expected 0 <= dropout < 1, got {dropout}")
+        self.input = input
+        self.embed = nn.Embedding(VOCAB, hidden_size) if input == "embedding" else None
+        if self.embed is not None:
+            nn.init.uniform_(self.embed.weight, -0.1, 0.1)  # the official script's init (word-LM style)
+        self.drop = nn.Dropout(dropout)
+        in_size = hidden_size if self.embed is not None else VOCAB
         self.rnn = make_core({"kind": kind, "hidden_size": hidden_size, "num_layers": num_layers, **rim_kwargs},
-                             VOCAB)
+                             in_size)
         self.head = nn.Linear(hidden_size, VOCAB)
 
     def forward(self, x: Tensor) -> Tensor:
         """x: (B, L) tokens -> logits (B, L, V)."""
-        out, _ = self.rnn(F.one_hot(x, VOCAB).float())
-        return self.head(out)
+        e = self.embed(x) if self.embed is not None else F.one_hot(x, VOCAB).float()
+        out, _ = self.rnn(self.drop(e))
+        return self.head(self.drop(out))
 
 
 @dataclass(frozen=True)
@@ -104,7 +125,8 @@ class CopyingTask(CopyingDeclaration, Task):
     def build_model(self) -> nn.Module:
         m = self.model_settings
         rim = {k: m[k] for k in RIM_ONLY_KEYS if k in m}  # make_core drops them for baselines
-        return CopyingModel(m["kind"], m["hidden_size"], m.get("num_layers", 1), **rim).to(self.device)
+        return CopyingModel(m["kind"], m["hidden_size"], m.get("num_layers", 1), input=self.settings.input,
+                            dropout=self.settings.dropout, **rim).to(self.device)
 
     def sample_batch(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         x, y = make_batch(batch_size, self.settings.blank, generator, num_symbols=self.settings.num_symbols)

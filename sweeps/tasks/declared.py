@@ -58,6 +58,11 @@ class CopyingSettings(TaskSettings):
         "ce", description="training loss: ce over the 10 recall positions, or ce_all over every position "
         "(the official script's definition)")
     eval_size: int = Field(512, ge=1, description="sequences in each fixed evaluation set")
+    input: Literal["onehot", "embedding"] = Field(
+        "onehot", description="how tokens enter the core: one-hot vectors over the 10 tokens, or a learned "
+        "embedding of model.hidden_size (the official script's)")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on the core's input and on its output, in "
+                           "training (the official script: 0.5)")
 
     @field_validator("test_blanks")
     @classmethod
