@@ -1,0 +1,217 @@
+"""Copying scaled to 2 CPU cores (docs/results.md): the committed CSVs, the tables and the figure built from them.
+
+    # after `rims tracking replay OUT/spill --mlflow-uri URI` for each sweep, and
+    # `rims analyze export --experiment E --mlflow-uri URI --out DIR_E` for E in copying_blank20 (the blank-20
+    # sanity runs) and copying_blank10 (the blank-10 sanity run, the table, the ablations): write the CSVs
+    python docs/results/copying_scaled_results.py --export DIR_copying_blank20 DIR_copying_blank10
+    # from the committed CSVs: print the tables, draw docs/figures/copying_scaled.png
+    python docs/results/copying_scaled_results.py
+
+copying_scaled_runs.csv: one row per trial run of those sweeps: its sweep, family, settings, seed, status, last
+step and final val/ and eval/ metrics.
+copying_scaled_histories.csv: every report of every run: run_id, key, step, value for val/ce, val/acc, train/ce
+and every eval/ce_blank<N> and eval/acc_blank<N> (the histories behind every curve and claim in results.md).
+
+The comparison rule: out of distribution, families are compared only over the runs that reached the training
+length (val/ce <= 0.01, the sweeps' stop rule, at a report within the step cap).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+
+from analysis.stats import mean_ci, permutation_test
+
+HERE = Path(__file__).parent
+RUNS, HISTORIES = HERE / "copying_scaled_runs.csv", HERE / "copying_scaled_histories.csv"
+FIGURES = HERE.parent / "figures"
+TRAIN, TESTS = 10, (20, 40, 80)  # the table's blank spans (copying_blank10.yaml)
+TABLE_SWEEPS = ("copying_blank10", "copying_blank10_ablations")
+RULE = 0.01  # val/ce at which a trial stops: it reached the training length
+CHANCE = math.log(8)
+SETTINGS = ["model.kind", "model.hidden_size", "model.top_k", "model.selection", "model.comm.enabled",
+            "task.blank", "task.input", "task.dropout", "task.loss", "optim.lr"]
+
+
+def family(row: dict) -> str:
+    """'RIMs 6/4' (num_units 6, top_k 4; with a selection rule or communication off when not the default),
+    'LSTM-300', 'Transformer-300', ..."""
+    kind, h = row["model.kind"], row["model.hidden_size"]
+    if kind != "rims":
+        return {"lstm": "LSTM", "gru": "GRU", "transformer": "Transformer", "rmc": "RMC"}[kind] + f"-{h}"
+    name = f"RIMs {row.get('model.num_units') or 6}/{row['model.top_k']}"
+    if row.get("model.selection") not in (None, "", "topk"):
+        name += f" {row['model.selection']}"
+    if str(row.get("model.comm.enabled")).lower() == "false":
+        name += " comm off"
+    return name
+
+
+def write_csvs(exports: list[Path]) -> None:
+    runs = pa.concat_tables([pq.read_table(e / "runs.parquet") for e in exports], promote_options="permissive")
+    runs = runs.filter(pc.invert(pc.is_null(runs["parent_run_id"])))
+    metrics = sorted(c for c in runs.column_names
+                     if c.startswith(("val/", "eval/")) and not c.endswith((".min", ".max")) and "ce_all" not in c)
+    cols = [c for c in ["model.num_units", *SETTINGS] if c in runs.column_names]
+    metrics = [m for m in metrics if m in runs.column_names]
+    keep = ["run_id", "rims.sweep_id", *cols, "seed", "status", "step", *metrics]
+    runs = runs.select(keep).rename_columns(["run_id", "sweep", *cols, "seed", "status", "step", *metrics])
+    sweep = [s.rsplit("-", 2)[0] for s in runs["sweep"].to_pylist()]  # the spec's name, without the start time
+    runs = runs.set_column(1, "sweep", pa.array(sweep))
+    fam = [family(r) for r in runs.to_pylist()]
+    runs = runs.add_column(2, "family", pa.array(fam))
+    pcsv.write_csv(runs.sort_by([("sweep", "ascending"), ("family", "ascending"), ("seed", "ascending")]), RUNS)
+    hist = pa.concat_tables([pq.read_table(e / "metrics.parquet") for e in exports])
+    key = hist["key"]
+    wanted = pc.or_(pc.is_in(key, pa.array(["val/ce", "val/acc", "train/ce"])),
+                    pc.or_(pc.starts_with(key, "eval/ce_blank"), pc.starts_with(key, "eval/acc_blank")))
+    hist = hist.filter(pc.and_(wanted, pc.is_in(hist["run_id"], runs["run_id"]))).select(
+        ["run_id", "key", "step", "value"])
+    pcsv.write_csv(hist.sort_by([("run_id", "ascending"), ("key", "ascending"), ("step", "ascending")]), HISTORIES)
+    print(f"wrote {RUNS} ({runs.num_rows} runs) and {HISTORIES} ({hist.num_rows} points)")
+
+
+def _curves(hist: pa.Table, key: str) -> dict[str, dict[int, float]]:
+    sel = hist.filter(pc.equal(hist["key"], key))
+    out: dict[str, dict[int, float]] = {}
+    for rid, step, value in zip(sel["run_id"].to_pylist(), sel["step"].to_pylist(), sel["value"].to_pylist(),
+                                strict=True):
+        out.setdefault(rid, {})[step] = value
+    return out
+
+
+def sanity_table(runs: list[dict], hist: pa.Table) -> str:
+    """The sanity runs: val/ce of each LSTM at 1,000 / 1,500 / 2,000 / 3,000 steps by blank span, input
+    pipeline and learning rate ("stop": it had reached val/ce <= 0.01 and stopped)."""
+    curves = _curves(hist, "val/ce")
+    lines = ["### sanity runs (LSTMs only): val/ce by step (chance 2.079)", "",
+             "| sweep | blank | pipeline | lr | LSTM | seed | 1,000 | 1,500 | 2,000 | 3,000 |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = sorted((r for r in runs if r["sweep"].endswith(("_sanity", "_sanity_lr"))),
+                  key=lambda r: (-r["task.blank"], r["sweep"], r["task.input"], -r["task.dropout"], r["optim.lr"],
+                                 r["model.hidden_size"], r["seed"]))
+    for r in rows:
+        pipe = f"{r['task.input']}, dropout {r['task.dropout']:g}, loss {r['task.loss']}"
+        c = curves.get(r["run_id"], {})
+        vals = " | ".join(f"{c[s]:.3f}" if s in c else ("stop" if c and s > max(c) and c[max(c)] <= RULE else "-")
+                          for s in (1000, 1500, 2000, 3000))
+        lines.append(f"| {r['sweep']} | {r['task.blank']} | {pipe} | {r['optim.lr']:g} | {r['model.hidden_size']} | "
+                     f"{r['seed']} | {vals} |")
+    return "\n".join([*lines, ""])
+
+
+def _fmt(m: float, lo: float, hi: float) -> str:
+    digits = 3 if m < 10 else 2
+    return f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]" if math.isfinite(lo) else f"{m:.{digits}f}"
+
+
+def main_tables(runs: list[dict]) -> str:
+    table = [r for r in runs if r["sweep"] in TABLE_SWEEPS and r["status"] == "FINISHED"]
+    fams = sorted({r["family"] for r in table}, key=lambda f: (not f.startswith("RIMs"), f))
+    lines = ["### every finished run: CE on the recall positions, geometric mean [95% t interval of log CE], and "
+             "accuracy at 80, mean [95% t interval]", "",
+             "| family | runs | reached (val/ce <= 0.01) | steps to reach (per seed) | CE 10 | CE 20 | CE 40 | "
+             "CE 80 | acc 80 |", "|---|---:|---:|---|---|---|---|---|---|"]
+    for f in fams:
+        rs = sorted((r for r in table if r["family"] == f), key=lambda r: r["seed"])
+        reached = [r for r in rs if r["val/ce"] <= RULE]
+        steps = ", ".join(f"{r['step']:,}" if r["val/ce"] <= RULE else "capped" for r in rs)
+        ce = [_fmt(*mean_ci([r[f"eval/ce_blank{b}"] for r in rs], method="log")) for b in (TRAIN, *TESTS)]
+        acc = _fmt(*mean_ci([r["eval/acc_blank80"] for r in rs]))
+        lines.append(f"| {f} | {len(rs)} | {len(reached)} | {steps} | {' | '.join(ce)} | {acc} |")
+    lines += ["", "### out of distribution, over the runs that reached the training length only", "",
+              "| family | runs | CE 20 | CE 40 | CE 80 | acc 80 | CE 80 / CE 10 per run (median) |",
+              "|---|---:|---|---|---|---|---:|"]
+    reached_by = {f: [r for r in table if r["family"] == f and r["val/ce"] <= RULE] for f in fams}
+    for f, rs in reached_by.items():
+        if not rs:
+            lines.append(f"| {f} | 0 | - | - | - | - | - |")
+            continue
+        ce = [_fmt(*mean_ci([r[f"eval/ce_blank{b}"] for r in rs], method="log")) for b in TESTS]
+        acc = _fmt(*mean_ci([r["eval/acc_blank80"] for r in rs]))
+        ratio = float(np.median([r["eval/ce_blank80"] / r[f"eval/ce_blank{TRAIN}"] for r in rs]))
+        lines.append(f"| {f} | {len(rs)} | {' | '.join(ce)} | {acc} | {ratio:.1f} |")
+    lines += ["", "log CE at 80 between families (reached runs only): difference of mean log CE (a ratio of "
+              "geometric means), two-sided permutation p, Hedges' g", "",
+              "| a | b | n a / b | geometric-mean ratio a / b | p | g |", "|---|---|---|---:|---:|---:|"]
+    rims = [f for f in fams if f.startswith("RIMs")]
+    for a in rims:
+        for b in (f for f in fams if f not in rims):
+            xa = np.log([r["eval/ce_blank80"] for r in reached_by[a]])
+            xb = np.log([r["eval/ce_blank80"] for r in reached_by[b]])
+            if xa.size < 2 or xb.size < 2:
+                lines.append(f"| {a} | {b} | {xa.size} / {xb.size} | - | - | - |")
+                continue
+            t = permutation_test(xa, xb)
+            lines.append(f"| {a} | {b} | {xa.size} / {xb.size} | {math.exp(t.diff):.3g} | {t.p:.3f} | "
+                         f"{t.effect:+.2f} |")
+    lines += ["", "### per run", "", "| family | seed | steps | val/ce | CE 10 / 20 / 40 / 80 | acc 80 |",
+              "|---|---:|---:|---:|---|---:|"]
+    for f in fams:
+        for r in sorted((r for r in table if r["family"] == f), key=lambda r: r["seed"]):
+            ce = " / ".join(f"{r[f'eval/ce_blank{b}']:.3f}" for b in (TRAIN, *TESTS))
+            lines.append(f"| {f} | {r['seed']} | {r['step']:,} | {r['val/ce']:.3f} | {ce} | "
+                         f"{r['eval/acc_blank80']:.3f} |")
+    return "\n".join([*lines, ""])
+
+
+def figures(runs: list[dict], hist: pa.Table) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    FIGURES.mkdir(exist_ok=True)
+    table = [r for r in runs if r["sweep"] in TABLE_SWEEPS and r["status"] == "FINISHED"]
+    fams = sorted({r["family"] for r in table}, key=lambda f: (not f.startswith("RIMs"), f))
+    colors = dict(zip(fams, plt.get_cmap("tab10").colors, strict=False))
+    curves = _curves(hist, "val/ce")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for f in fams:
+        for i, r in enumerate(r for r in table if r["family"] == f):
+            c = curves.get(r["run_id"], {})
+            axes[0].plot(list(c), list(c.values()), color=colors[f], lw=1, alpha=0.7, label=f if i == 0 else None)
+    axes[0].axhline(RULE, color="grey", ls=":", lw=1, label="stop rule (0.01)")
+    axes[0].axhline(CHANCE, color="grey", ls="--", lw=1, label="chance (ln 8)")
+    axes[0].set(yscale="log", xlabel="step", ylabel=f"val/ce (blank {TRAIN})", title="learning curves, every seed")
+    axes[0].legend(fontsize=7)
+    blanks = (TRAIN, *TESTS)
+    for f in fams:
+        rs = [r for r in table if r["family"] == f and r["val/ce"] <= RULE]
+        for r in rs:
+            axes[1].plot(blanks, [r[f"eval/ce_blank{b}"] for r in [r] for b in blanks], color=colors[f], lw=1,
+                         alpha=0.7, marker="o", ms=3, label=f"{f} ({len(rs)} reached)" if r is rs[0] else None)
+    axes[1].axhline(CHANCE, color="grey", ls="--", lw=1)
+    axes[1].set(xscale="log", yscale="log", xticks=blanks, xlabel="blank span", ylabel="CE (recall positions)",
+                title="runs that reached the training length")
+    axes[1].set_xticklabels([str(b) for b in blanks])
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(FIGURES / "copying_scaled.png", dpi=110)
+    print(f"wrote {FIGURES / 'copying_scaled.png'}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--export", type=Path, nargs="+", help="export folders (runs.parquet, metrics.parquet), one per "
+                    "experiment: write the CSVs")
+    args = ap.parse_args()
+    if args.export:
+        write_csvs(args.export)
+    runs, hist = pcsv.read_csv(RUNS).to_pylist(), pcsv.read_csv(HISTORIES)
+    print(sanity_table(runs, hist))
+    if any(r["sweep"] in TABLE_SWEEPS for r in runs):
+        print(main_tables(runs))
+        figures(runs, hist)
+
+
+if __name__ == "__main__":
+    main()
