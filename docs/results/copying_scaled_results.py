@@ -96,8 +96,8 @@ def sanity_table(runs: list[dict], hist: pa.Table) -> str:
              "| sweep | blank | pipeline | lr | LSTM | seed | 1,000 | 1,500 | 2,000 | 3,000 |",
              "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     rows = sorted((r for r in runs if r["sweep"].endswith(("_sanity", "_sanity_lr"))),
-                  key=lambda r: (-r["task.blank"], r["sweep"], r["task.input"], -r["task.dropout"], r["optim.lr"],
-                                 r["model.hidden_size"], r["seed"]))
+                  key=lambda r: (-r["task.blank"], r["sweep"], r["task.input"] != "onehot", -r["task.dropout"],
+                                 r["optim.lr"], r["model.hidden_size"], r["seed"]))
     for r in rows:
         pipe = f"{r['task.input']}, dropout {r['task.dropout']:g}, loss {r['task.loss']}"
         c = curves.get(r["run_id"], {})
