@@ -34,7 +34,7 @@ HERE = Path(__file__).parent
 RUNS, HISTORIES = HERE / "copying_scaled_runs.csv", HERE / "copying_scaled_histories.csv"
 FIGURES = HERE.parent / "figures"
 TRAIN, TESTS = 10, (20, 40, 80)  # the table's blank spans (copying_blank10.yaml)
-TABLE_SWEEPS = ("copying_blank10", "copying_blank10_ablations")
+TABLE_SWEEPS = ("copying_blank10", "copying_blank10_ablations", "copying_blank10_more")
 RULE = 0.01  # val/ce at which a trial stops: it reached the training length
 CHANCE = math.log(8)
 SETTINGS = ["model.kind", "model.hidden_size", "model.top_k", "model.selection", "model.comm.enabled",
@@ -43,16 +43,17 @@ SETTINGS = ["model.kind", "model.hidden_size", "model.top_k", "model.selection",
 
 def family(row: dict) -> str:
     """'RIMs 6/4' (num_units 6, top_k 4; with a selection rule or communication off when not the default),
-    'LSTM-300', 'Transformer-300', ..."""
+    'LSTM-300', 'Transformer-300', ...; ' one-hot' where task.input is one-hot."""
     kind, h = row["model.kind"], row["model.hidden_size"]
+    onehot = " one-hot" if row.get("task.input") == "onehot" else ""  # the table's pipeline is the embedding
     if kind != "rims":
-        return {"lstm": "LSTM", "gru": "GRU", "transformer": "Transformer", "rmc": "RMC"}[kind] + f"-{h}"
+        return {"lstm": "LSTM", "gru": "GRU", "transformer": "Transformer", "rmc": "RMC"}[kind] + f"-{h}{onehot}"
     name = f"RIMs {row.get('model.num_units') or 6}/{row['model.top_k']}"
     if row.get("model.selection") not in (None, "", "topk"):
         name += f" {row['model.selection']}"
     if str(row.get("model.comm.enabled")).lower() == "false":
         name += " comm off"
-    return name
+    return name + onehot
 
 
 def write_csvs(exports: list[Path]) -> None:
