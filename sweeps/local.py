@@ -30,7 +30,7 @@ from .search import SEARCH_ALGORITHMS, search_algorithm
 from .space import trial_points, varying_keys
 from .spec import SpecError, SweepSpec, smoke_spec, sweep_params
 from .tracking import TrialTracker, absolute_tracking_uri, finish_sweep_run, open_sweep_run, run_name, sweep_tags
-from .trial import CHECKPOINT_FILE, run_trial
+from .trial import CHECKPOINT_FILE, StopTrial, run_trial
 
 __all__ = ["LocalResult", "run_local"]
 
@@ -39,8 +39,6 @@ _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 CHECKPOINT_DIR = "checkpoint"  # an RL trial's checkpoint (a directory), beside the supervised state.pt
 
 
-class _Stop(Exception):
-    """The stopping rule ended the trial (not an error)."""
 
 
 @dataclass
@@ -122,9 +120,9 @@ def _trial(config: dict[str, Any], ctx: dict[str, Any], trial_id: str, directory
             return
         value = metrics.get(metric) if metric else None
         if value is not None and (value <= threshold if mode == "min" else value >= threshold):
-            raise _Stop
+            raise StopTrial
         if deadline is not None and time.time() >= deadline:
-            raise _Stop
+            raise StopTrial
 
     ckpt = out if (out / CHECKPOINT_FILE).exists() else _stored_dir(out / CHECKPOINT_DIR)
     status: Outcome = COMPLETED
@@ -133,7 +131,7 @@ def _trial(config: dict[str, Any], ctx: dict[str, Any], trial_id: str, directory
         run_trial(config, ctx, trial_id=trial_id, checkpoint_dir=ckpt, report=report)
         if last.get("failed"):
             status = FAILED
-    except _Stop:
+    except StopTrial:
         status = STOPPED_EARLY
     except Exception as e:
         status, error = ERRORED, f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"

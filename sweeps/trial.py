@@ -24,14 +24,20 @@ from rims_core.errors import NonFiniteLossError
 
 from .flat import config_id, nest, resolve
 from .keys import TAG_CONFIG, TAG_DEVICE, TAG_FAILURE, TAG_NODE
-from .outcome import failed_report
+from .outcome import STOPPED_EARLY, closing, failed_report
 from .tasks import build_task
 from .tasks.base import RLTask, recurrent_core
 from .tracking import NullTracker, TrialTracker
 
-__all__ = ["CHECKPOINT_FILE", "load_checkpoint", "run_trial", "save_checkpoint"]
+__all__ = ["CHECKPOINT_FILE", "StopTrial", "load_checkpoint", "run_trial", "save_checkpoint"]
 
 CHECKPOINT_FILE = "state.pt"
+
+
+class StopTrial(BaseException):
+    """Raised by a report callback when a stopping rule ends the trial (the local runner's stop rule and time
+    budget). run_trial closes the run FINISHED, tagged rims.stopped_early=true, and lets it propagate; a
+    BaseException, so that no handler of errors takes the stop for a failure."""
 
 
 def save_checkpoint(directory: Path, state: dict[str, Any]) -> None:
@@ -76,10 +82,11 @@ def run_trial(config: dict[str, Any], ctx: dict[str, Any], *, trial_id: str, che
     device. tracking_uri None: offline (operations to the spill file) when spill_dir is given, else off.
     report(metrics, checkpoint_dir) is called with a directory that holds the checkpoint of that report.
 
-    Outcomes (sweeps.outcome): returns after its last report, the run FINISHED; a non-finite loss (supervised,
-    or NonFiniteLossError from an RL algorithm) ends it FAILED with the reason in rims.failure and a last report
-    ``{"failed": 1, "step": ...}``, and it returns: a sure failure, which a retry would only repeat (same seed,
-    same batches); any other exception also closes the run FAILED, and is raised (Tune may retry it).
+    Outcomes (sweeps.outcome): returns after its last report, the run FINISHED; StopTrial raised by ``report``
+    (a stopping rule) closes the run FINISHED, tagged rims.stopped_early=true, and propagates; a non-finite loss
+    (supervised, or NonFiniteLossError from an RL algorithm) ends it FAILED with the reason in rims.failure and a
+    last report ``{"failed": 1, "step": ...}``, and it returns: a sure failure, which a retry would only repeat
+    (same seed, same batches); any other exception also closes the run FAILED, and is raised (Tune may retry it).
     """
     flat = dict(config.get("trial", config))  # grid / random: the whole flat config under "trial"
     if "__trial_index__" in flat:  # Optuna + Repeater: the repeat index picks the seed
@@ -115,6 +122,11 @@ def run_trial(config: dict[str, Any], ctx: dict[str, Any], *, trial_id: str, che
     except Exception as e:  # the run says why (Tune may still retry it: a retry reopens the same run)
         tracker.set_tags({TAG_FAILURE: f"{type(e).__name__}: {e}"[:500]})
         tracker.finish("FAILED")
+        raise
+    except StopTrial:  # its last report stands: closed now, not when the sweep ends (which may never come)
+        tags, status = closing(STOPPED_EARLY)
+        tracker.set_tags(tags)
+        tracker.finish(status)
         raise
     except BaseException:
         tracker.close()  # stopped: what was logged but not yet sent is kept, not lost

@@ -75,6 +75,7 @@ def test_stopping_rule_and_live_logging(tmp_path):
     (kid,) = client.search_runs([client.get_experiment_by_name("loc").experiment_id],
                                 filter_string="tags.`rims.trial_id` != ''")
     assert kid.info.status == "FINISHED" and kid.data.tags["rims.stopped_early"] == "true"
+    assert "rims.failure" not in kid.data.tags  # a stop is not a failure
     assert [m.step for m in client.get_metric_history(kid.info.run_id, "val/ce")] == [2]
 
 

@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 from sweeps.flat import nest, resolve
 from sweeps.spec import base_config, load_spec
 from sweeps.tracking import SweepTracker
-from sweeps.trial import CHECKPOINT_FILE, run_trial
+from sweeps.trial import CHECKPOINT_FILE, StopTrial, run_trial
 from tests.sweeps.servers import GUARD_S
 
 SPEC = {"name": "t", "task": {"name": "copying", "blank": 3, "test_blanks": [6], "eval_size": 16},
@@ -154,3 +154,19 @@ def test_rims_eval_reevaluates_a_finished_trial_on_new_conditions(tmp_path, ctx)
     bad = subprocess.run([sys.executable, "-m", "rims_cli", "eval", run.info.run_id, "--set", "model.top_k=3",
                           "--mlflow-uri", ctx["tracking_uri"]], capture_output=True, text=True, timeout=GUARD_S)
     assert bad.returncode == 2 and "expected task.<key>=<value>" in bad.stderr
+
+
+def test_a_stopping_rule_closes_the_run_as_stopped_early_at_once(ctx):
+    """A report that raises StopTrial (the local runner's stop rule) ends the run FINISHED and tagged, in the
+    trial itself: a sweep interrupted before its end leaves no stopped trial FAILED or RUNNING."""
+    def report(m, d):
+        if m["step"] == 4:
+            raise StopTrial
+
+    with pytest.raises(StopTrial):
+        run_trial(config(), ctx, trial_id="s", checkpoint_dir=None, report=report)
+    client = MlflowClient(ctx["tracking_uri"])
+    (run,) = client.search_runs([ctx["experiment_id"]], filter_string="tags.`rims.trial_id` = 's'")
+    assert run.info.status == "FINISHED" and run.data.tags["rims.stopped_early"] == "true"
+    assert "rims.failure" not in run.data.tags
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val/ce")] == [2, 4]
