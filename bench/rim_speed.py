@@ -7,6 +7,7 @@ every repeat and the median of each is reported as a ratio to nn.LSTM of the sam
     python bench/rim_speed.py                      # CPU, float32
     python bench/rim_speed.py --device cuda --bf16 # GPU: bf16 autocast, against cuDNN nn.LSTM
     python bench/rim_speed.py --compile            # also the torch.compile'd step
+    python bench/rim_speed.py --device cuda --triton --cuda-graph  # also the Triton step, eager and graphed
 
 Ratios < 1 mean faster (or smaller) than nn.LSTM.
 """
@@ -102,6 +103,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--input-sizes", default="10,600")
+    ap.add_argument("--triton", action="store_true",
+                    help="also time RIM with its forward step in Triton kernels (rims_core.triton_step; CUDA)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     dev = args.device
@@ -122,12 +125,22 @@ def main() -> None:
             rc = RIM(d_in, 600, num_units=6, top_k=4).to(dev)
             rc.compile_step(mode=args.compile_mode)
             models[f"RIM (compiled{', ' + args.compile_mode if args.compile_mode else ''})"] = rc
+        if args.triton:
+            rt = RIM(d_in, 600, num_units=6, top_k=4).to(dev)
+            for c in rt.cells:
+                c.use_triton = True
+            models["RIM (Triton step)"] = rt
         for m in models.values():
             m.train()
         x = torch.randn(args.steps, args.batch, d_in, device=dev)
         if args.cuda_graph:  # one graph for the whole sequence: removes the per-step launch overhead
             rg = RIM(d_in, 600, num_units=6, top_k=4).to(dev).train()
             models["RIM (CUDA graph)"] = cuda_graphed(rg, x)
+            if args.triton:
+                rtg = RIM(d_in, 600, num_units=6, top_k=4).to(dev).train()
+                for c in rtg.cells:
+                    c.use_triton = True
+                models["RIM (Triton step, CUDA graph)"] = cuda_graphed(rtg, x)
         report(f"input {d_in}", measure(models, x, dev, args.repeats, autocast), "nn.LSTM")
 
 

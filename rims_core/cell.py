@@ -36,6 +36,7 @@ from torch import Tensor
 
 from .fused import RIMScan
 from .step import Prepared, rim_step, select_units
+from .triton_step import available as triton_available
 from .weights import CONVEX_GATE_BIAS, RIMCellWeights
 from .weights import build_config as build_config  # importable from here, where it was defined before
 
@@ -80,6 +81,11 @@ class RIMCell(RIMCellWeights):
     #: Run the scan through the fused Function (hand-written backward). False selects the plain path, a loop
     #: over step() differentiated by autograd; torch.compile (compile_step) and autocast always use the latter.
     use_fused: bool = True
+    #: Run the fused scan's forward step as Triton kernels (rims_core.triton_step): None where they can run, i.e.
+    #: on CUDA with triton installed (the `gpu` extra); True wherever triton_step.available says they can (CUDA,
+    #: or Triton's interpreter on CPU: tests); False never. The default stays False until the kernels have been
+    #: compiled and checked on a GPU: so far they have run only under Triton's CPU interpreter.
+    use_triton: bool | None = False
     #: In training mode, break exact selection ties (every unit at a zero state) uniformly at random; False breaks
     #: them by unit index in both modes. Set it False where a training-mode forward must reproduce an eval-mode
     #: one, e.g. an RL learner recomputing the logits its eval-mode actors acted on.
@@ -92,6 +98,24 @@ class RIMCell(RIMCellWeights):
         """Run each step through torch.compile (fuses the pointwise work; the time loop stays in Python,
         so compilation does not grow with sequence length). kwargs go to torch.compile."""
         self._compiled_step = torch.compile(self.step, **compile_kwargs)
+
+    def triton_enabled(self, device: torch.device, dtype: torch.dtype = torch.float32) -> bool:
+        """Whether the fused scan on ``device`` runs its forward step as Triton kernels (see use_triton). The
+        kernels compute in float32, so float64 scans keep the plain step (and use_triton=True refuses them)."""
+        if self.use_triton is False:
+            return False
+        low = dtype in (torch.float32, torch.bfloat16, torch.float16)
+        if self.use_triton is None:
+            return low and torch.device(device).type == "cuda" and triton_available(device)
+        if not low:
+            raise RuntimeError(f"RIMCell: use_triton=True computes in float32; Expected a float32, bfloat16 or "
+                               f"float16 input, got {dtype}. Set use_triton=None or False for {dtype}")
+        if not triton_available(device):
+            raise RuntimeError(
+                f"RIMCell: use_triton=True needs triton (pip install 'rims-lab[gpu]') and a CUDA device, or "
+                f"TRITON_INTERPRET=1 for CPU tensors; got device {torch.device(device)}. Set use_triton=None "
+                f"(where available) or False")
+        return True
 
     # ------------------------------------------------------------------ the scan
     def select(self, score: Tensor, order: Tensor | None = None) -> Tensor:

@@ -24,6 +24,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from .step import STEP_KEYS, Prepared, comm_heads, comm_read, rim_step
+from .triton_step import triton_rim_step
 
 __all__ = ["RIMScan"]
 
@@ -80,6 +81,8 @@ class RIMScan(torch.autograd.Function):
         T, B, K = _sizes(keys, z, w_hq)[:3]
         w = Prepared(w_hq, b_hq, b_ih, None, comm_qkv, comm_w, comm_b)
         S = _chunk(T, K, B, w_u.shape[-1], w_u.element_size())
+        # the step: three Triton kernels on CUDA (rims_core.triton_step; same saved tensors), else rim_step
+        step = triton_rim_step if cell.triton_enabled(z.device, z.dtype) else rim_step
         outs, acts, atts, Ps = [], [], [], []
         st: dict[str, list[Tensor]] = {k: [] for k in STEP_KEYS}
         for t in range(T):
@@ -89,7 +92,7 @@ class RIMScan(torch.autograd.Function):
                 st["h"].append(h)
                 if lstm:
                     st["c"].append(c)
-            h, c, active, att, P = rim_step(
+            h, c, active, att, P = step(
                 cfg, w, h, c if lstm else None, keys[t], u_chunk[:, t % S],  # u: (K, B, nh*G)
                 None if valid is None else valid[t], None if in_mask is None else in_mask[t],
                 None if comm_mask is None else comm_mask[t], None if orders is None else orders[t],

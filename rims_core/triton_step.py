@@ -1,0 +1,148 @@
+"""One RIM step in three Triton kernels, for CUDA: the same contract as rims_core.step.rim_step.
+
+Why: on a GPU the plain step is ~30 small kernels (scores, selection, gates, update, the communication
+attention and its update), each a launch of a few microseconds on tensors of a few KB, so a RIM step costs
+launches, not arithmetic (docs/benchmarks.md). Here the matmuls stay in cuBLAS (torch.bmm) and everything
+between them is fused:
+
+  hq = h [W^hh | W^q] + b                      cuBLAS
+  _gates_kernel: scores, selection, gates,     one program per (sample, unit); every program of a sample
+                 state update                  recomputes all K scores (K*nh*dk multiply-adds) to rank its unit
+  qkv = h~ W^qkv                               cuBLAS
+  _comm_attn_kernel: softmax(q k^T) and the    one program per (sample, head)
+                 read (P * mask) v
+  pre = read W^o (+ b)                         cuBLAS
+  _comm_update_kernel: the comm.output form    one program per (sample, unit)
+
+so a step is 6 launches instead of ~30. The kernels hand the fused backward (rims_core.fused) the same saved
+tensors as rim_step, so RIMScan's backward works unchanged on their output.
+
+Numerics: the kernels compute in float32 and store in the tensors' dtypes; tanh is 2 sigmoid(2x) - 1, as on
+the CPU path. Selection ranks units exactly as select_units does (descending score; exact ties in the order
+of ``order``, else by unit index); random selection draws its scores with torch.rand on the host, at the same
+point of the generator's stream as select_units, so the masks agree. The results agree with rim_step to float
+rounding (tests/rims_core/test_triton_step.py runs them under Triton's interpreter, TRITON_INTERPRET=1, on CPU
+tensors).
+
+Shape legend as in rims_core.step: K units, B batch, H unit size, G gate width, nh/dk input heads and key size,
+ch/ck/cv communication heads, key and value size. Every tensor is unit-first (K, B, ...) and contiguous.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import torch
+from torch import Tensor
+
+from .config import RIMConfig
+from .step import Prepared
+
+__all__ = ["available", "triton_rim_step"]
+
+
+def available(device: torch.device | str) -> bool:
+    """Whether the Triton step can run on ``device``: triton is installed and the device is CUDA, or Triton's
+    interpreter is on (TRITON_INTERPRET=1, which runs the kernels on CPU tensors; tests only: it is slow)."""
+    if importlib.util.find_spec("triton") is None:
+        return False
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        return True
+    return torch.device(device).type == "cuda"
+
+
+def _p2(n: int) -> int:
+    """The next power of two (tl.arange needs one), at least 2."""
+    return max(2, 1 << (max(1, n) - 1).bit_length())
+
+
+_KERNELS = None
+
+
+def _kernels():
+    """The jitted kernels, built on first use so that importing rims_core never imports triton (an optional
+    dependency: the `gpu` extra), and so that TRITON_INTERPRET is read when the kernels are first needed."""
+    global _KERNELS
+    if _KERNELS is None:
+        from . import _triton_kernels
+
+        _KERNELS = _triton_kernels
+    return _KERNELS
+
+
+def triton_rim_step(
+    cfg: RIMConfig, w: Prepared, h: Tensor, c: Tensor | None, key: Tensor, u: Tensor,
+    valid: Tensor | None = None, in_mask: Tensor | None = None, comm_mask: Tensor | None = None,
+    order: Tensor | None = None, keep: dict[str, list[Tensor]] | None = None,
+) -> tuple[Tensor, Tensor | None, Tensor, Tensor, Tensor | None]:
+    """rim_step's contract (rims_core.step.rim_step gives the shapes), in three Triton kernels and three bmm.
+
+    Returns h, c (K, B, H), active (K, B) bool, att (K, B, nh) and the communication attention (B, ch, K, K)
+    or None; ``keep`` receives the same tensors as from rim_step.
+    """
+    kern = _kernels()
+    K, B, H = h.shape
+    nh, dk = cfg.input_attention.heads, cfg.input_attention.key_size
+    lstm = cfg.cell == "lstm"
+    G = w.w_hq.shape[-1] - nh * dk
+    dev = h.device
+    hq = torch.bmm(h, w.w_hq) if w.b_hq is None else torch.baddbmm(w.b_hq, h, w.w_hq)  # (K, B, G + nh*dk)
+    hq = hq.contiguous()
+    u = u.reshape(K, B, nh * G).contiguous()
+    key = key.contiguous()
+    # random selection: the scores select_units would draw, drawn at the same point of the stream
+    rand = (torch.rand((K, B), device=dev)
+            if cfg.selection == "random" and cfg.top_k < cfg.num_units else None)
+    h_out = torch.empty_like(h)
+    c_out = torch.empty_like(c) if lstm else h_out  # GRU: a placeholder the kernel never writes
+    active = torch.empty((K, B), dtype=torch.int8, device=dev)
+    att = torch.empty((K, B, nh), dtype=hq.dtype, device=dev)
+    sg = torch.empty((K, B, G), dtype=hq.dtype, device=dev)
+    x2 = torch.empty((K, B, H), dtype=hq.dtype, device=dev)
+    dummy = h_out  # pointer for the optional inputs that are absent (never read: constexpr flags)
+    kern.gates_kernel[(B, K)](
+        hq, key, u, h, c if lstm else dummy,
+        w.b_ih if (not lstm and w.b_ih is not None) else dummy,
+        valid.to(torch.int8).contiguous() if valid is not None else dummy,
+        in_mask.contiguous() if in_mask is not None else dummy,
+        order.contiguous() if order is not None else dummy,
+        rand if rand is not None else dummy,
+        h_out, c_out, active, att, sg, x2,
+        B, K, H, G, dk,
+        NH=nh, TOPK=cfg.top_k, LSTM=lstm,
+        HAS_BIH=(not lstm and w.b_ih is not None), HAS_VALID=valid is not None, HAS_INMASK=in_mask is not None,
+        HAS_ORDER=order is not None, HAS_RAND=rand is not None,
+        KP=_p2(K), DKP=_p2(dk), HP=_p2(H),
+    )
+    if keep is not None:
+        keep["sg"].append(sg)
+        keep["x2"].append(x2)
+    act = active.bool()
+    h = h_out
+    P = None
+    if w.comm_qkv is not None:
+        comm = cfg.comm
+        ch, ck, cv = comm.heads, comm.key_size, comm.value_size
+        qkv = torch.bmm(h, w.comm_qkv).contiguous()  # (K, B, ch*(2ck+cv)); q carries 1/sqrt(ck)
+        P = torch.empty((B, ch, K, K), dtype=qkv.dtype, device=dev)
+        read = torch.empty((K, B, ch * cv), dtype=qkv.dtype, device=dev)
+        kern.comm_attn_kernel[(B, ch)](
+            qkv, comm_mask.contiguous() if comm_mask is not None else dummy, P, read,
+            B, K, ck, cv, CH=ch, HAS_MASK=comm_mask is not None, KP=_p2(K), CKP=_p2(ck), CVP=_p2(cv),
+        )
+        pre = torch.bmm(read, w.comm_w) if w.comm_b is None else torch.baddbmm(w.comm_b, read, w.comm_w)
+        form = cfg.comm_output
+        new_h = torch.empty_like(h)
+        s = pre if form == "residual" else torch.empty_like(pre)  # the bounded forms' sigmoids, for backward
+        kern.comm_update_kernel[(B, K)](
+            h, pre.contiguous(), active, new_h, s, B, H,
+            FORM={"residual": 0, "gated_residual": 1, "convex": 2}[form], HP=_p2(H),
+        )
+        if keep is not None:
+            keep["ht"].append(h)
+            keep["qkv"].append(qkv)
+            if form != "residual":
+                keep["co"].append(s)
+        h = new_h
+    return h, (c_out if lstm else None), act, att, P
