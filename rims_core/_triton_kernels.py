@@ -10,7 +10,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-__all__ = ["comm_attn_kernel", "comm_update_kernel", "gates_kernel"]
+__all__ = ["cell_bwd_kernel", "comm_attn_bwd_kernel", "comm_attn_kernel", "comm_update_bwd_kernel",
+           "comm_update_kernel", "gates_kernel"]
 
 
 @triton.jit
@@ -129,35 +130,43 @@ def gates_kernel(
 
 
 @triton.jit
+def _head_index(B, K, ck, cv, CH: tl.constexpr, KP: tl.constexpr, CKP: tl.constexpr, CVP: tl.constexpr):
+    """Program (b, head) of a communication kernel: b, head, the unit / key / value ranges, the unit mask and
+    each unit's offset of this head's [q | k | v] in qkv (K, B, CH*(2ck+cv))."""
+    b = tl.program_id(0)
+    hd = tl.program_id(1)
+    kk = tl.arange(0, KP)
+    kmask = kk < K
+    rows = (kk * B + b) * (CH * (2 * ck + cv)) + hd * (2 * ck + cv)
+    return b, hd, kk, tl.arange(0, CKP), tl.arange(0, CVP), kmask, rows
+
+
+@triton.jit
 def comm_attn_kernel(
     qkv, mask, P, read, B, K, ck, cv,
-    CH: tl.constexpr, HAS_MASK: tl.constexpr, KP: tl.constexpr, CKP: tl.constexpr, CVP: tl.constexpr,
+    CH: tl.constexpr, HAS_MASK: tl.constexpr, LOAD_P: tl.constexpr, KP: tl.constexpr, CKP: tl.constexpr,
+    CVP: tl.constexpr,
 ):
     """Program (b, head): P = softmax(q k^T) over the K units and read = (P * mask) v. qkv (K, B, CH*(2ck+cv))
     (q already scaled by 1/sqrt(ck)), mask (B, CH, K, K) scaled dropout; out: P (B, CH, K, K), read
-    (K, B, CH*cv)."""
-    b = tl.program_id(0)
-    hd = tl.program_id(1)
-    Wq = CH * (2 * ck + cv)
-    off = hd * (2 * ck + cv)
-    kk = tl.arange(0, KP)
-    cc = tl.arange(0, CKP)
-    vv = tl.arange(0, CVP)
-    kmask = kk < K
-    rows = (kk * B + b) * Wq + off
-    q = tl.load(qkv + rows[:, None] + cc[None, :], mask=kmask[:, None] & (cc[None, :] < ck),
-                other=0.0).to(tl.float32)
-    kt = tl.load(qkv + rows[:, None] + ck + cc[None, :], mask=kmask[:, None] & (cc[None, :] < ck),
-                 other=0.0).to(tl.float32)
+    (K, B, CH*cv). LOAD_P: P is given (the backward recomputing the read), only read is written."""
+    b, hd, kk, cc, vv, kmask, rows = _head_index(B, K, ck, cv, CH, KP, CKP, CVP)
     v = tl.load(qkv + rows[:, None] + 2 * ck + vv[None, :], mask=kmask[:, None] & (vv[None, :] < cv),
                 other=0.0).to(tl.float32)
-    s = tl.sum(q[:, None, :] * kt[None, :, :], axis=2)  # (KP, KP)
-    s = tl.where(kmask[None, :], s, float("-inf"))
-    e = tl.exp(s - tl.max(s, axis=1)[:, None])
-    p = e / tl.sum(e, axis=1)[:, None]
     pmask = kmask[:, None] & kmask[None, :]
     poff = ((b * CH + hd) * K + kk[:, None]) * K + kk[None, :]
-    tl.store(P + poff, p, mask=pmask)
+    if LOAD_P:
+        p = tl.load(P + poff, mask=pmask, other=0.0).to(tl.float32)
+    else:
+        q = tl.load(qkv + rows[:, None] + cc[None, :], mask=kmask[:, None] & (cc[None, :] < ck),
+                    other=0.0).to(tl.float32)
+        kt = tl.load(qkv + rows[:, None] + ck + cc[None, :], mask=kmask[:, None] & (cc[None, :] < ck),
+                     other=0.0).to(tl.float32)
+        s = tl.sum(q[:, None, :] * kt[None, :, :], axis=2)  # (KP, KP)
+        s = tl.where(kmask[None, :], s, float("-inf"))
+        e = tl.exp(s - tl.max(s, axis=1)[:, None])
+        p = e / tl.sum(e, axis=1)[:, None]
+        tl.store(P + poff, p, mask=pmask)
     if HAS_MASK:
         p = p * tl.load(mask + poff, mask=pmask, other=0.0).to(tl.float32)
     r = tl.sum(p[:, :, None] * v[None, :, :], axis=1)  # (KP, CVP)
@@ -190,3 +199,159 @@ def comm_update_kernel(h, pre, active, new_h, s, B, H, FORM: tl.constexpr, HP: t
         else:
             new = ht + g * (t - ht)  # (1 - g) h~ + g t
     tl.store(new_h + row * H + hh, tl.where(m, new, ht), mask=hmask)
+
+
+@triton.jit
+def comm_update_bwd_kernel(dh, active, ht, co, d_pre, dh_out, B, H, FORM: tl.constexpr, HP: tl.constexpr):
+    """Program (b, k): the backward of comm_update_kernel. dh (K, B, H) the gradient of h_t; active (K, B) int8;
+    ht = h~ (K, B, H); co (K, B, 2H) the bounded forms' sigmoids [so | g]; out: d_pre (K, B, H) or (K, B, 2H),
+    dh_out (K, B, H) = the gradient of h~ except through qkv (convex: minus d_upd g, else dh)."""
+    b = tl.program_id(0)
+    k = tl.program_id(1)
+    row = k * B + b
+    hh = tl.arange(0, HP)
+    hmask = hh < H
+    d = tl.load(dh + row * H + hh, mask=hmask, other=0.0).to(tl.float32)
+    m = tl.load(active + row) != 0
+    d_upd = tl.where(m, d, 0.0)
+    if FORM == 0:
+        tl.store(d_pre + row * H + hh, d_upd, mask=hmask)
+        tl.store(dh_out + row * H + hh, d, mask=hmask)
+    else:
+        so = tl.load(co + row * 2 * H + hh, mask=hmask, other=0.0).to(tl.float32)
+        g = tl.load(co + row * 2 * H + H + hh, mask=hmask, other=0.0).to(tl.float32)
+        t = 2.0 * so - 1.0
+        tl.store(d_pre + row * 2 * H + hh, 2.0 * d_upd * g * so * (1.0 - so), mask=hmask)
+        if FORM == 1:
+            tl.store(d_pre + row * 2 * H + H + hh, d_upd * t * g * (1.0 - g), mask=hmask)
+            tl.store(dh_out + row * H + hh, d, mask=hmask)
+        else:
+            h_t = tl.load(ht + row * H + hh, mask=hmask, other=0.0).to(tl.float32)
+            tl.store(d_pre + row * 2 * H + H + hh, d_upd * (t - h_t) * g * (1.0 - g), mask=hmask)
+            tl.store(dh_out + row * H + hh, d - d_upd * g, mask=hmask)  # h~ enters with weight 1 - g
+
+
+@triton.jit
+def comm_attn_bwd_kernel(
+    d_read, P, mask, qkv, d_qkv, B, K, ck, cv,
+    CH: tl.constexpr, HAS_MASK: tl.constexpr, KP: tl.constexpr, CKP: tl.constexpr, CVP: tl.constexpr,
+):
+    """Program (b, head): the backward of comm_attn_kernel. d_read (K, B, CH*cv), P (B, CH, K, K), mask
+    (B, CH, K, K), qkv (K, B, CH*(2ck+cv)); out: d_qkv (K, B, CH*(2ck+cv))."""
+    b, hd, kk, cc, vv, kmask, rows = _head_index(B, K, ck, cv, CH, KP, CKP, CVP)
+    cmask = kmask[:, None] & (cc[None, :] < ck)
+    vmask = kmask[:, None] & (vv[None, :] < cv)
+    q = tl.load(qkv + rows[:, None] + cc[None, :], mask=cmask, other=0.0).to(tl.float32)
+    kt = tl.load(qkv + rows[:, None] + ck + cc[None, :], mask=cmask, other=0.0).to(tl.float32)
+    v = tl.load(qkv + rows[:, None] + 2 * ck + vv[None, :], mask=vmask, other=0.0).to(tl.float32)
+    dr = tl.load(d_read + (kk[:, None] * B + b) * (CH * cv) + hd * cv + vv[None, :], mask=vmask,
+                 other=0.0).to(tl.float32)
+    pmask = kmask[:, None] & kmask[None, :]
+    poff = ((b * CH + hd) * K + kk[:, None]) * K + kk[None, :]
+    p = tl.load(P + poff, mask=pmask, other=0.0).to(tl.float32)
+    if HAS_MASK:
+        dm = tl.load(mask + poff, mask=pmask, other=0.0).to(tl.float32)
+        pd = p * dm
+    else:
+        pd = p
+    d_v = tl.sum(pd[:, :, None] * dr[:, None, :], axis=0)  # (KP j, CVP): sum_i Pd[i, j] d_read[i]
+    d_p = tl.sum(dr[:, None, :] * v[None, :, :], axis=2)  # (KP i, KP j)
+    if HAS_MASK:
+        d_p = d_p * dm
+    d_s = p * (d_p - tl.sum(d_p * p, axis=1)[:, None])  # softmax backward
+    d_q = tl.sum(d_s[:, :, None] * kt[None, :, :], axis=1)  # (KP i, CKP)
+    d_k = tl.sum(d_s[:, :, None] * q[:, None, :], axis=0)  # (KP j, CKP)
+    tl.store(d_qkv + rows[:, None] + cc[None, :], d_q, mask=cmask)
+    tl.store(d_qkv + rows[:, None] + ck + cc[None, :], d_k, mask=cmask)
+    tl.store(d_qkv + rows[:, None] + 2 * ck + vv[None, :], d_v, mask=vmask)
+
+
+@triton.jit
+def cell_bwd_kernel(
+    dh, dc, active, sg, x2, c_prev, h_prev, att, in_mask, u, key,
+    dh_prev, dc_out, d_hq, d_u, d_s, d_gi,
+    B, H, G, dk, u_sk, du_sk,
+    NH: tl.constexpr, LSTM: tl.constexpr, HAS_INMASK: tl.constexpr, STORE_GI: tl.constexpr, HP: tl.constexpr,
+    DKP: tl.constexpr,
+):
+    """Program (b, k): the backward of gates_kernel up to the recurrent matmul. dh (K, B, H) the gradient of h~,
+    dc (K, B, H) of c_t; active (K, B) int8; sg (K, B, G), x2 (K, B, H), c_prev / h_prev (K, B, H), att and
+    in_mask (K, B, NH), u (K, B, NH*G) with unit stride u_sk, key (B, NH, dk). Out: dh_prev and dc_out
+    (K, B, H), d_hq (K, B, G + NH*dk), d_u (K, B, NH*G) with unit stride du_sk, d_s (K, B, NH) and, STORE_GI
+    (GRU with b_ih), d_gi (K, B, G)."""
+    b = tl.program_id(0)
+    k = tl.program_id(1)
+    row = k * B + b
+    W = G + NH * dk
+    hh = tl.arange(0, HP)
+    hmask = hh < H
+    dd = tl.arange(0, DKP)
+    d = tl.load(dh + row * H + hh, mask=hmask, other=0.0).to(tl.float32)
+    m = tl.load(active + row) != 0
+    d_new = tl.where(m, d, 0.0)
+    dhp = d - d_new  # inactive units pass the gradient straight through
+    if LSTM:
+        si = tl.load(sg + row * G + hh, mask=hmask, other=0.0).to(tl.float32)
+        sf = tl.load(sg + row * G + H + hh, mask=hmask, other=0.0).to(tl.float32)
+        sgg = tl.load(sg + row * G + 2 * H + hh, mask=hmask, other=0.0).to(tl.float32)
+        so = tl.load(sg + row * G + 3 * H + hh, mask=hmask, other=0.0).to(tl.float32)
+        tc = tl.load(x2 + row * H + hh, mask=hmask, other=0.0).to(tl.float32)
+        cp = tl.load(c_prev + row * H + hh, mask=hmask, other=0.0).to(tl.float32)
+        dcv = tl.load(dc + row * H + hh, mask=hmask, other=0.0).to(tl.float32)
+        dc_new = tl.where(m, dcv, 0.0) + d_new * so * (1.0 - tc * tc)
+        tl.store(dc_out + row * H + hh, tl.where(m, dc_new * sf, dcv), mask=hmask)
+        e0 = dc_new * (2.0 * sgg - 1.0) * si * (1.0 - si)
+        e1 = dc_new * cp * sf * (1.0 - sf)
+        e2 = 2.0 * dc_new * si * sgg * (1.0 - sgg)
+        e3 = d_new * tc * so * (1.0 - so)
+        tl.store(d_hq + row * W + hh, e0, mask=hmask)
+        tl.store(d_hq + row * W + H + hh, e1, mask=hmask)
+        tl.store(d_hq + row * W + 2 * H + hh, e2, mask=hmask)
+        tl.store(d_hq + row * W + 3 * H + hh, e3, mask=hmask)
+    else:
+        r = tl.load(sg + row * G + hh, mask=hmask, other=0.0).to(tl.float32)
+        zg = tl.load(sg + row * G + H + hh, mask=hmask, other=0.0).to(tl.float32)
+        n = tl.load(sg + row * G + 2 * H + hh, mask=hmask, other=0.0).to(tl.float32)
+        hn = tl.load(x2 + row * H + hh, mask=hmask, other=0.0).to(tl.float32)
+        hp = tl.load(h_prev + row * H + hh, mask=hmask, other=0.0).to(tl.float32)
+        dn = d_new * (1.0 - zg)
+        dz = d_new * (hp - n)
+        dhp = dhp + d_new * zg
+        e2 = dn * (1.0 - n * n)
+        e0 = e2 * hn * r * (1.0 - r)
+        e1 = dz * zg * (1.0 - zg)
+        e3 = tl.zeros((HP,), dtype=tl.float32)
+        tl.store(d_hq + row * W + hh, e0, mask=hmask)
+        tl.store(d_hq + row * W + H + hh, e1, mask=hmask)
+        tl.store(d_hq + row * W + 2 * H + hh, e2 * r, mask=hmask)
+        if STORE_GI:
+            tl.store(d_gi + row * G + hh, e0, mask=hmask)
+            tl.store(d_gi + row * G + H + hh, e1, mask=hmask)
+            tl.store(d_gi + row * G + 2 * H + hh, e2, mask=hmask)
+    tl.store(dh_prev + row * H + hh, dhp, mask=hmask)
+    # input attention: gates_in = sum_h a_h u_h, a = sigmoid(s) * mask, s = q . key
+    ub = u + k * u_sk + b * NH * G
+    dub = d_u + k * du_sk + b * NH * G
+    for hd in tl.static_range(NH):
+        a = tl.load(att + row * NH + hd).to(tl.float32)
+        am = a
+        if HAS_INMASK:
+            im = tl.load(in_mask + row * NH + hd).to(tl.float32)
+            am = a * im
+        u0 = tl.load(ub + hd * G + hh, mask=hmask, other=0.0).to(tl.float32)
+        u1 = tl.load(ub + hd * G + H + hh, mask=hmask, other=0.0).to(tl.float32)
+        u2 = tl.load(ub + hd * G + 2 * H + hh, mask=hmask, other=0.0).to(tl.float32)
+        d_a = tl.sum(e0 * u0 + e1 * u1 + e2 * u2, axis=0)
+        tl.store(dub + hd * G + hh, e0 * am, mask=hmask)
+        tl.store(dub + hd * G + H + hh, e1 * am, mask=hmask)
+        tl.store(dub + hd * G + 2 * H + hh, e2 * am, mask=hmask)
+        if LSTM:
+            u3 = tl.load(ub + hd * G + 3 * H + hh, mask=hmask, other=0.0).to(tl.float32)
+            d_a += tl.sum(e3 * u3, axis=0)
+            tl.store(dub + hd * G + 3 * H + hh, e3 * am, mask=hmask)
+        if HAS_INMASK:
+            d_a = d_a * im
+        ds = d_a * a * (1.0 - a)
+        tl.store(d_s + row * NH + hd, ds)
+        kv = tl.load(key + (b * NH + hd) * dk + dd, mask=dd < dk, other=0.0).to(tl.float32)
+        tl.store(d_hq + row * W + G + hd * dk + dd, ds * kv, mask=dd < dk)

@@ -24,9 +24,9 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from .step import STEP_KEYS, Prepared, comm_heads, comm_read, rim_step
-from .triton_step import triton_rim_step
+from .triton_step import triton_cell_backward, triton_comm_backward, triton_rim_step
 
-__all__ = ["RIMScan"]
+__all__ = ["RIMScan", "cell_backward", "comm_backward"]
 
 
 class _Sizes(NamedTuple):
@@ -59,6 +59,106 @@ def _u_chunk(z: Tensor, w_u: Tensor, t0: int, S: int) -> Tensor:
     K = w_u.shape[0]
     # bmm over an explicit copy of z per unit: about 2x faster than matmul's broadcast for small F
     return torch.bmm(zc.reshape(1, S_ * B, F).expand(K, -1, -1).contiguous(), w_u).view(K, S_, B, -1)
+
+
+class _CommGrads(NamedTuple):
+    """The communication weights' gradients, accumulated in place over the steps."""
+
+    qkv: Tensor  # like comm_qkv
+    w: Tensor  # like comm_w
+    b: Tensor | None  # like comm_b
+
+
+def comm_backward(cfg, dh: Tensor, active: Tensor, ht: Tensor, qkv: Tensor, P: Tensor, cmask: Tensor | None,
+                  co: Tensor | None, comm_w: Tensor, comm_w_t: Tensor, comm_qkv_t: Tensor,
+                  grads: _CommGrads) -> Tensor:
+    """One step's communication backward: dh (K, B, H), the gradient of h_t, -> the gradient of h~ (K, B, H).
+
+    active (K, B) bool; ht = h~ (K, B, H), qkv (K, B, ch*(2ck+cv)), P (B, ch, K, K), cmask (B, ch, K, K) or None,
+    co (K, B, 2H) the bounded forms' sigmoids or None: what the forward step saved. Accumulates into grads."""
+    K, B, H = dh.shape
+    ch, cv = cfg.comm.heads, cfg.comm.value_size
+    form = cfg.comm_output
+    m = active.unsqueeze(-1)
+    qc, kc, vc = comm_heads(qkv, cfg.comm)
+    Pd = P if cmask is None else P * cmask
+    read = comm_read(Pd, vc, None)  # as rim_step read it
+    d_upd = dh * m
+    if form == "residual":  # upd = read W^o
+        d_pre = d_upd
+    else:  # upd = g t (gated_residual) or g (t - h~) (convex); [so | g] = sigmoid(pre)
+        so, g = co[..., :H], co[..., H:]
+        t_o = 2 * so - 1
+        d_pre = torch.cat([2 * d_upd * g * so * (1 - so),
+                           d_upd * (t_o if form == "gated_residual" else t_o - ht) * g * (1 - g)], dim=-1)
+        if form == "convex":
+            dh = dh - d_upd * g  # h~ enters with weight 1 - g
+        if grads.b is not None:
+            grads.b.add_(d_pre.sum(1, keepdim=True))
+    grads.w.baddbmm_(read.transpose(1, 2), d_pre)
+    d_read = torch.bmm(d_pre, comm_w_t).view(K, B, ch, cv).permute(1, 2, 0, 3)  # (B, ch, K, cv)
+    d_v = Pd.transpose(-1, -2) @ d_read
+    d_P = d_read @ vc.transpose(-1, -2)
+    if cmask is not None:
+        d_P = d_P * cmask
+    d_S = P * (d_P - (d_P * P).sum(-1, keepdim=True))  # softmax backward
+    d_qkv = torch.cat([d_S @ kc, d_S.transpose(-1, -2) @ qc, d_v], dim=-1)
+    d_qkv = d_qkv.permute(2, 0, 1, 3).reshape(K, B, -1)
+    grads.qkv.baddbmm_(ht.transpose(1, 2), d_qkv)
+    return torch.baddbmm(dh, d_qkv, comm_qkv_t)
+
+
+def cell_backward(cfg, dh: Tensor, dc: Tensor | None, active: Tensor, sg: Tensor, x2: Tensor, c_prev: Tensor | None,
+                  h_prev: Tensor, att: Tensor, in_mask: Tensor | None, ut: Tensor, key: Tensor, d_u: Tensor,
+                  d_hq: Tensor, d_b_ih: Tensor | None) -> tuple[Tensor, Tensor | None, Tensor]:
+    """One step's cell and input-attention backward, up to (not including) the recurrent matmul.
+
+    dh (K, B, H): the gradient of h~; dc (K, B, H) or None (GRU); active (K, B) bool; sg, x2, c_prev, h_prev:
+    what the forward step saved; att (K, B, nh); in_mask (K, B, nh) or None; ut (K, B, nh*G) this step's input
+    part; key (B, nh, dk). Writes d_u (K, B, nh*G) and d_hq (K, B, G + nh*dk), accumulates d_b_ih (GRU).
+    Returns the gradient of h_prev except through hq (K, B, H), of c_prev (K, B, H) or None, and of the scores
+    s = q . key (K, B, nh)."""
+    K, B, H = dh.shape
+    nh, dk = cfg.input_attention.heads, cfg.input_attention.key_size
+    G = sg.shape[-1]
+    m = active.unsqueeze(-1)
+    d_new = dh * m
+    dh_prev = dh - d_new  # inactive units pass the gradient straight through
+    if cfg.cell == "lstm":
+        i, f, g, o = sg.chunk(4, dim=-1)
+        tc = x2
+        dc_new = dc * m + d_new * o * (1 - tc * tc)
+        dc = dc - dc * m + dc_new * f
+        d_gates = d_hq[..., :G]  # written in place: i, f, g, o blocks
+        d_gates[..., :H] = dc_new * (2 * g - 1) * i * (1 - i)
+        d_gates[..., H:2 * H] = dc_new * c_prev * f * (1 - f)
+        d_gates[..., 2 * H:3 * H] = 2 * dc_new * i * g * (1 - g)
+        d_gates[..., 3 * H:] = d_new * tc * o * (1 - o)
+        d_gi = d_gates
+    else:
+        r, zg, n = sg.chunk(3, dim=-1)
+        hn = x2
+        dn = d_new * (1 - zg)
+        dz = d_new * (h_prev - n)
+        dh_prev = dh_prev + d_new * zg
+        dpn = dn * (1 - n * n)
+        dpr, dpz = dpn * hn * r * (1 - r), dz * zg * (1 - zg)
+        d_gi = torch.cat([dpr, dpz, dpn], dim=-1)
+        d_hq[..., :G] = torch.cat([dpr, dpz, dpn * r], dim=-1)
+        if d_b_ih is not None:
+            d_b_ih += d_gi.sum(1, keepdim=True)
+    # input attention: gates_in = sum_h a_h u_h, a = sigmoid(s) * mask, s = q . key
+    a = att if in_mask is None else att * in_mask
+    if nh == 1:
+        d_a = (d_gi * ut).sum(-1, keepdim=True)  # (K, B, 1)
+        torch.mul(d_gi, a, out=d_u)
+    else:
+        d_a = (d_gi.unsqueeze(-2) * ut.view(K, B, nh, G)).sum(-1)  # (K, B, nh)
+        d_u.copy_((d_gi.unsqueeze(-2) * a.unsqueeze(-1)).view(K, B, nh * G))
+    d_att = d_a if in_mask is None else d_a * in_mask
+    d_s = d_att * att * (1 - att)  # (K, B, nh)
+    d_hq[..., G:] = (d_s.unsqueeze(-1) * key).view(K, B, nh * dk)
+    return dh_prev, dc, d_s
 
 
 class RIMScan(torch.autograd.Function):
@@ -105,7 +205,7 @@ class RIMScan(torch.autograd.Function):
         act_all, att_all = torch.stack(acts), torch.stack(atts)
         P_all = torch.stack(Ps) if comm else h.new_empty(0)
         if save:
-            ctx.cell, ctx.chunk = cell, S
+            ctx.cell, ctx.chunk, ctx.triton = cell, S, step is triton_rim_step
             ctx.counts = [len(st[k]) for k in STEP_KEYS]
             # everything goes through save_for_backward, so saved-tensor hooks (offloading, memory accounting)
             # see all of it
@@ -125,7 +225,7 @@ class RIMScan(torch.autograd.Function):
         S = ctx.chunk
         cfg = ctx.cell.config
         lstm, comm, form = cfg.cell == "lstm", comm_qkv is not None, cfg.comm_output
-        T, B, K, H, nh, dk, G = _sizes(keys, z, w_hq)
+        T, B, K, _H, nh, dk, G = _sizes(keys, z, w_hq)
         dh = d_hT.clone()
         dc = d_cT.clone() if lstm else None
         d_keys, d_z = [], []
@@ -138,96 +238,38 @@ class RIMScan(torch.autograd.Function):
         w_u_t = w_u.transpose(1, 2).contiguous()
         d_hq = w_hq.new_empty(K, B, G + nh * dk)
         if comm:
-            ch, cv = cfg.comm.heads, cfg.comm.value_size
             d_comm_qkv = torch.zeros_like(comm_qkv)
             d_comm_w = torch.zeros_like(comm_w)
             d_comm_b = torch.zeros_like(comm_b) if comm_b is not None else None
             comm_w_t = comm_w.transpose(1, 2).contiguous()
             comm_qkv_t = comm_qkv.transpose(1, 2).contiguous()
+        comm_grads = _CommGrads(d_comm_qkv, d_comm_w, d_comm_b) if comm else None
+        # the per-step backward: Triton kernels where the forward ran them (rims_core.triton_step), else torch
+        comm_bwd, cell_bwd = (triton_comm_backward, triton_cell_backward) if ctx.triton else (comm_backward,
+                                                                                              cell_backward)
         for t in range(T - 1, -1, -1):
             if t == T - 1 or t % S == S - 1:
                 t0 = t - t % S
                 u_chunk = _u_chunk(z, w_u, t0, S)  # recomputed, (K, S', B, nh*G)
                 d_u_chunk = torch.empty_like(u_chunk)
-            m = ACT[t].unsqueeze(-1)
             dh = dh + (d_out[t] if valid is None else d_out[t] * valid[t].unsqueeze(-1))
-            if comm:  # h_t = h~ + m * upd(read, h~), read = dropout(softmax(q k^T)) v
-                ht = st["ht"][t]
-                qc, kc, vc = comm_heads(st["qkv"][t], cfg.comm)
-                P = P_all[t]
-                Pd = P if comm_mask is None else P * comm_mask[t]
-                read = comm_read(Pd, vc, None)  # as rim_step read it
-                d_upd = dh * m
-                if form == "residual":  # upd = read W^o
-                    d_pre = d_upd
-                else:  # upd = g t (gated_residual) or g (t - h~) (convex); [so | g] = sigmoid(pre)
-                    sc = st["co"][t]
-                    so, g = sc[..., :H], sc[..., H:]
-                    t_o = 2 * so - 1
-                    d_pre = torch.cat([2 * d_upd * g * so * (1 - so),
-                                       d_upd * (t_o if form == "gated_residual" else t_o - ht) * g * (1 - g)], dim=-1)
-                    if form == "convex":
-                        dh = dh - d_upd * g  # h~ enters with weight 1 - g
-                    if d_comm_b is not None:
-                        d_comm_b += d_pre.sum(1, keepdim=True)
-                d_comm_w.baddbmm_(read.transpose(1, 2), d_pre)
-                d_read = torch.bmm(d_pre, comm_w_t).view(K, B, ch, cv).permute(1, 2, 0, 3)  # (B, ch, K, cv)
-                d_v = Pd.transpose(-1, -2) @ d_read
-                d_P = d_read @ vc.transpose(-1, -2)
-                if comm_mask is not None:
-                    d_P = d_P * comm_mask[t]
-                d_S = P * (d_P - (d_P * P).sum(-1, keepdim=True))  # softmax backward
-                d_qkv = torch.cat([d_S @ kc, d_S.transpose(-1, -2) @ qc, d_v], dim=-1)
-                d_qkv = d_qkv.permute(2, 0, 1, 3).reshape(K, B, -1)
-                d_comm_qkv.baddbmm_(ht.transpose(1, 2), d_qkv)
-                dh = torch.baddbmm(dh, d_qkv, comm_qkv_t)  # now the gradient of h~
+            if comm:  # h_t = h~ + m * upd(read, h~), read = dropout(softmax(q k^T)) v; dh becomes d h~
+                dh = comm_bwd(cfg, dh, ACT[t], st["ht"][t], st["qkv"][t], P_all[t],
+                              None if comm_mask is None else comm_mask[t], st["co"][t] if form != "residual" else None,
+                              comm_w, comm_w_t, comm_qkv_t, comm_grads)
             h_prev = st["h"][t]
-            d_new = dh * m
-            dh_prev = dh - d_new  # inactive units pass the gradient straight through
-            if lstm:
-                sg, tc, c_prev = st["sg"][t], st["x2"][t], st["c"][t]
-                i, f, g, o = sg.chunk(4, dim=-1)
-                dc_new = dc * m + d_new * o * (1 - tc * tc)
-                dc = dc - dc * m + dc_new * f
-                d_gates = d_hq[..., :G]  # written in place: i, f, g, o blocks
-                d_gates[..., :H] = dc_new * (2 * g - 1) * i * (1 - i)
-                d_gates[..., H:2 * H] = dc_new * c_prev * f * (1 - f)
-                d_gates[..., 2 * H:3 * H] = 2 * dc_new * i * g * (1 - g)
-                d_gates[..., 3 * H:] = d_new * tc * o * (1 - o)
-                d_gi = d_gates
-            else:
-                r, zg, n = st["sg"][t].chunk(3, dim=-1)
-                hn = st["x2"][t]
-                dn = d_new * (1 - zg)
-                dz = d_new * (h_prev - n)
-                dh_prev = dh_prev + d_new * zg
-                dpn = dn * (1 - n * n)
-                dpr, dpz = dpn * hn * r * (1 - r), dz * zg * (1 - zg)
-                d_gi = torch.cat([dpr, dpz, dpn], dim=-1)
-                d_hq[..., :G] = torch.cat([dpr, dpz, dpn * r], dim=-1)
-                if d_b_ih is not None:
-                    d_b_ih += d_gi.sum(1, keepdim=True)
-            # input attention: gates_in = sum_h a_h u_h, a = sigmoid(s) * mask, s = q . key
-            att = ATT[t]
-            a = att if in_mask is None else att * in_mask[t]
-            ut = u_chunk[:, t - t0]
-            if nh == 1:
-                d_a = (d_gi * ut).sum(-1, keepdim=True)  # (K, B, 1)
-                torch.mul(d_gi, a, out=d_u_chunk[:, t - t0])
-            else:
-                d_a = (d_gi.unsqueeze(-2) * ut.view(K, B, nh, G)).sum(-1)  # (K, B, nh)
-                d_u_chunk[:, t - t0] = (d_gi.unsqueeze(-2) * a.unsqueeze(-1)).view(K, B, nh * G)
+            dh_prev, dc, d_s = cell_bwd(
+                cfg, dh, dc, ACT[t], st["sg"][t], st["x2"][t], st["c"][t] if lstm else None, h_prev, ATT[t],
+                None if in_mask is None else in_mask[t], u_chunk[:, t - t0], keys[t], d_u_chunk[:, t - t0], d_hq,
+                d_b_ih)
             if t == t0:  # chunk done: its share of d w_u and d z in two large matmuls
                 n_rows = d_u_chunk.shape[1] * B
                 zc = z[t0:t0 + d_u_chunk.shape[1]].reshape(n_rows, -1)
                 du = d_u_chunk.view(K, n_rows, -1)
                 d_w_u += torch.matmul(zc.t(), du)
                 d_z.append(torch.bmm(du, w_u_t).sum(0).view(-1, B, zc.shape[-1]))
-            d_att = d_a if in_mask is None else d_a * in_mask[t]
-            d_s = d_att * att * (1 - att)  # (K, B, nh)
             q = torch.bmm(h_prev, w_q).view(K, B, nh, dk)  # recomputed
             d_keys.append((d_s.unsqueeze(-1) * q).sum(0))
-            d_hq[..., G:] = (d_s.unsqueeze(-1) * keys[t]).view(K, B, nh * dk)
             d_w_hq.baddbmm_(h_prev.transpose(1, 2), d_hq)
             if d_b_hq is not None:
                 d_b_hq += d_hq.sum(1, keepdim=True)

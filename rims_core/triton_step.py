@@ -15,7 +15,9 @@ between them is fused:
   _comm_update_kernel: the comm.output form    one program per (sample, unit)
 
 so a step is 6 launches instead of ~30. The kernels hand the fused backward (rims_core.fused) the same saved
-tensors as rim_step, so RIMScan's backward works unchanged on their output.
+tensors as rim_step. Its per-step backward has the same shape (triton_comm_backward, triton_cell_backward:
+rims_core.fused.comm_backward / cell_backward in three kernels between the matmuls), and RIMScan uses it
+when its forward ran the Triton step.
 
 Numerics: the kernels compute in float32 and store in the tensors' dtypes; tanh is 2 sigmoid(2x) - 1, as on
 the CPU path. Selection ranks units exactly as select_units does (descending score; exact ties in the order
@@ -39,7 +41,7 @@ from torch import Tensor
 from .config import RIMConfig
 from .step import Prepared
 
-__all__ = ["available", "triton_rim_step"]
+__all__ = ["available", "triton_cell_backward", "triton_comm_backward", "triton_rim_step"]
 
 
 def available(device: torch.device | str) -> bool:
@@ -89,13 +91,16 @@ def triton_rim_step(
     dev = h.device
     hq = torch.bmm(h, w.w_hq) if w.b_hq is None else torch.baddbmm(w.b_hq, h, w.w_hq)  # (K, B, G + nh*dk)
     hq = hq.contiguous()
+    h = h.contiguous()  # the kernels index every (K, B, X) tensor as contiguous
+    c = c.contiguous() if lstm else None
     u = u.reshape(K, B, nh * G).contiguous()
     key = key.contiguous()
     # random selection: the scores select_units would draw, drawn at the same point of the stream
     rand = (torch.rand((K, B), device=dev)
             if cfg.selection == "random" and cfg.top_k < cfg.num_units else None)
-    h_out = torch.empty_like(h)
-    c_out = torch.empty_like(c) if lstm else h_out  # GRU: a placeholder the kernel never writes
+    h_out = torch.empty_like(h, memory_format=torch.contiguous_format)
+    # GRU: c_out is a placeholder the kernel never writes
+    c_out = torch.empty_like(c, memory_format=torch.contiguous_format) if lstm else h_out
     active = torch.empty((K, B), dtype=torch.int8, device=dev)
     att = torch.empty((K, B, nh), dtype=hq.dtype, device=dev)
     sg = torch.empty((K, B, G), dtype=hq.dtype, device=dev)
@@ -129,14 +134,15 @@ def triton_rim_step(
         read = torch.empty((K, B, ch * cv), dtype=qkv.dtype, device=dev)
         kern.comm_attn_kernel[(B, ch)](
             qkv, comm_mask.contiguous() if comm_mask is not None else dummy, P, read,
-            B, K, ck, cv, CH=ch, HAS_MASK=comm_mask is not None, KP=_p2(K), CKP=_p2(ck), CVP=_p2(cv),
+            B, K, ck, cv, CH=ch, HAS_MASK=comm_mask is not None, LOAD_P=False, KP=_p2(K), CKP=_p2(ck), CVP=_p2(cv),
         )
         pre = torch.bmm(read, w.comm_w) if w.comm_b is None else torch.baddbmm(w.comm_b, read, w.comm_w)
+        pre = pre.contiguous()
         form = cfg.comm_output
-        new_h = torch.empty_like(h)
+        new_h = torch.empty_like(h, memory_format=torch.contiguous_format)
         s = pre if form == "residual" else torch.empty_like(pre)  # the bounded forms' sigmoids, for backward
         kern.comm_update_kernel[(B, K)](
-            h, pre.contiguous(), active, new_h, s, B, H,
+            h, pre, active, new_h, s, B, H,
             FORM={"residual": 0, "gated_residual": 1, "convex": 2}[form], HP=_p2(H),
         )
         if keep is not None:
@@ -146,3 +152,69 @@ def triton_rim_step(
                 keep["co"].append(s)
         h = new_h
     return h, (c_out if lstm else None), act, att, P
+
+
+_FORMS = {"residual": 0, "gated_residual": 1, "convex": 2}
+
+
+def triton_comm_backward(cfg: RIMConfig, dh: Tensor, active: Tensor, ht: Tensor, qkv: Tensor, P: Tensor,
+                         cmask: Tensor | None, co: Tensor | None, comm_w: Tensor, comm_w_t: Tensor,
+                         comm_qkv_t: Tensor, grads) -> Tensor:
+    """rims_core.fused.comm_backward's contract in two Triton kernels (the output form; the attention), one
+    more that recomputes the read from the saved P, and three matmuls."""
+    kern = _kernels()
+    K, B, H = dh.shape
+    ch, ck, cv = cfg.comm.heads, cfg.comm.key_size, cfg.comm.value_size
+    form = _FORMS[cfg.comm_output]
+    dh = dh.contiguous()
+    act = active.contiguous().view(torch.int8)
+    d_pre = dh.new_empty((K, B, H if form == 0 else 2 * H))
+    dh_h = torch.empty_like(dh, memory_format=torch.contiguous_format)
+    kern.comm_update_bwd_kernel[(B, K)](dh, act, ht, co if co is not None else dh, d_pre, dh_h, B, H, FORM=form,
+                                        HP=_p2(H))
+    read = qkv.new_empty((K, B, ch * cv))
+    sizes = dict(CH=ch, HAS_MASK=cmask is not None, KP=_p2(K), CKP=_p2(ck), CVP=_p2(cv))
+    kern.comm_attn_kernel[(B, ch)](qkv, cmask if cmask is not None else P, P, read, B, K, ck, cv, LOAD_P=True,
+                                   **sizes)
+    if grads.b is not None:
+        grads.b.add_(d_pre.sum(1, keepdim=True))
+    grads.w.baddbmm_(read.transpose(1, 2), d_pre)
+    d_read = torch.bmm(d_pre, comm_w_t)
+    d_qkv = torch.empty_like(qkv, memory_format=torch.contiguous_format)
+    kern.comm_attn_bwd_kernel[(B, ch)](d_read, P, cmask if cmask is not None else P, qkv, d_qkv, B, K, ck, cv,
+                                       **sizes)
+    grads.qkv.baddbmm_(ht.transpose(1, 2), d_qkv)
+    return torch.baddbmm(dh_h, d_qkv, comm_qkv_t)
+
+
+def triton_cell_backward(cfg: RIMConfig, dh: Tensor, dc: Tensor | None, active: Tensor, sg: Tensor, x2: Tensor,
+                         c_prev: Tensor | None, h_prev: Tensor, att: Tensor, in_mask: Tensor | None, ut: Tensor,
+                         key: Tensor, d_u: Tensor, d_hq: Tensor, d_b_ih: Tensor | None
+                         ) -> tuple[Tensor, Tensor | None, Tensor]:
+    """rims_core.fused.cell_backward's contract in one Triton kernel. ut and d_u may be strided along the units
+    (slices of the scan's (K, S, B, nh*G) chunks); their rows must be contiguous."""
+    kern = _kernels()
+    K, B, H = dh.shape
+    nh, dk = cfg.input_attention.heads, cfg.input_attention.key_size
+    G = sg.shape[-1]
+    lstm = cfg.cell == "lstm"
+    for name, t in (("ut", ut), ("d_u", d_u)):
+        if t.stride(2) != 1 or t.stride(1) != t.shape[2]:
+            raise ValueError(f"triton_cell_backward: Expected {name} with contiguous rows, got strides {t.stride()}")
+    dh = dh.contiguous()
+    dc = dc.contiguous() if lstm else None
+    dh_prev = torch.empty_like(dh, memory_format=torch.contiguous_format)
+    dc_out = torch.empty_like(dc, memory_format=torch.contiguous_format) if lstm else dh_prev
+    d_s = dh.new_empty((K, B, nh))
+    store_gi = not lstm and d_b_ih is not None
+    d_gi = dh.new_empty((K, B, G)) if store_gi else dh_prev
+    kern.cell_bwd_kernel[(B, K)](
+        dh, dc if lstm else dh, active.contiguous().view(torch.int8), sg, x2,
+        c_prev if lstm else dh, h_prev, att, in_mask if in_mask is not None else att, ut, key,
+        dh_prev, dc_out, d_hq, d_u, d_s, d_gi,
+        B, H, G, dk, ut.stride(0), d_u.stride(0),
+        NH=nh, LSTM=lstm, HAS_INMASK=in_mask is not None, STORE_GI=store_gi, HP=_p2(H), DKP=_p2(dk),
+    )
+    if store_gi:
+        d_b_ih += d_gi.sum(1, keepdim=True)
+    return dh_prev, (dc_out if lstm else None), d_s

@@ -153,3 +153,24 @@ def test_triton_equals_plain_at_the_paper_size_on_cuda(cell):
     torch.testing.assert_close(a[0], b[0], rtol=1e-4, atol=1e-5)
     for n in a[3]:
         torch.testing.assert_close(a[3][n], b[3][n], rtol=1e-3, atol=1e-5, msg=n)
+
+
+def test_the_backward_runs_the_triton_kernels_when_the_forward_did(monkeypatch):
+    import rims_core.fused as fused
+
+    calls = {"cell": 0, "comm": 0}
+
+    def counted(name, fn):
+        def wrapper(*args):
+            calls[name] += 1
+            return fn(*args)
+        return wrapper
+
+    monkeypatch.setattr(fused, "triton_cell_backward", counted("cell", fused.triton_cell_backward))
+    monkeypatch.setattr(fused, "triton_comm_backward", counted("comm", fused.triton_comm_backward))
+    rim = make()
+    x = torch.randn(4, 2, 5, device=DEVICE)
+    run(rim, x, False)
+    assert calls == {"cell": 0, "comm": 0}
+    run(rim, x, True)
+    assert calls == {"cell": 4, "comm": 4}  # one per step
