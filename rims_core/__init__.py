@@ -32,6 +32,7 @@ __all__ = [
     "build_recurrent",
     "count_parameters",
     "cuda_graphed",
+    "enable_triton",
     "macs_per_step",
 ]
 
@@ -42,6 +43,7 @@ _WHERE = {
     "RIMCell": "cell",
     **dict.fromkeys(("KIND_SETTINGS", "build_recurrent", "count_parameters", "macs_per_step"), "factory"),
     "cuda_graphed": "graphs",
+    "enable_triton": "triton_check",
     **dict.fromkeys(("RIM", "RIMTrace"), "rim"),
     "RelationalMemory": "rmc",
     **dict.fromkeys(("TransformerCore", "TransformerState"), "transformer"),

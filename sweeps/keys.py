@@ -33,6 +33,7 @@ __all__ = [
     "TAG_SUPERSEDED_BY",
     "TAG_SWEEP",
     "TAG_TRIAL",
+    "TAG_TRITON",
     "TAG_VARYING",
     "TAG_VERSION_PREFIX",
     "TASK_KEYS",
@@ -53,6 +54,8 @@ TAG_VERSION_PREFIX = "rims.version."  # parent: rims.version.<package> = its ver
 TAG_RUNNER = "rims.runner"  # parent: "local" for `rims sweep local` (absent for Ray)
 TAG_DEVICE = "rims.device"  # trial: the torch device it trained on
 TAG_NODE = "rims.node_id"  # trial: the Ray node it (last) ran on
+# trial on CUDA with RIM cells: "on" or "off: why" (resources.triton, rims_core.enable_triton)
+TAG_TRITON = "rims.triton"
 TAG_FAILURE = "rims.failure"  # trial: why it failed (exception, divergence, interruption)
 TAG_STOPPED_EARLY = "rims.stopped_early"  # trial: "true" when a scheduler or stop rule ended it before max_steps
 TAG_SUPERSEDED_BY = "rims.superseded_by"  # trial: the run that replaced it after a restart

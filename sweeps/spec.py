@@ -116,4 +116,5 @@ def sweep_params(spec: SweepSpec, smoke: bool) -> dict[str, Any]:
     return {"search.algorithm": spec.search.algorithm, "search.num_samples": spec.search.num_samples,
             "search.metric": metric, "search.mode": mode, "scheduler.name": spec.scheduler.name,
             "seeds": json.dumps(spec.seed_list), "resources.cpu": spec.resources.cpu,
-            "resources.gpu": spec.resources.gpu, "smoke": smoke, "task.name": spec.task["name"]}
+            "resources.gpu": spec.resources.gpu, "resources.triton": spec.resources.triton, "smoke": smoke,
+            "task.name": spec.task["name"]}

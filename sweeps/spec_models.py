@@ -164,6 +164,8 @@ class StopSpec(_Strict):
 class ResourcesSpec(_Strict):
     cpu: float = Field(1, gt=0, description="CPUs Ray reserves per trial (each trial runs one torch thread)")
     gpu: float = Field(0, ge=0, description="GPUs per trial (a fraction shares one GPU)")
+    triton: bool = Field(True, description="on CUDA, run a RIM trial's steps as Triton kernels when they pass a "
+                         "check against the torch step at the trial's start (tag rims.triton); false: never")
 
 
 class SweepSpec(_Strict):

@@ -19,11 +19,11 @@ from typing import Any
 
 import torch
 
-from rims_core import count_parameters, macs_per_step
+from rims_core import count_parameters, enable_triton, macs_per_step
 from rims_core.errors import NonFiniteLossError
 
 from .flat import config_id, nest, resolve
-from .keys import TAG_CONFIG, TAG_DEVICE, TAG_FAILURE, TAG_NODE
+from .keys import TAG_CONFIG, TAG_DEVICE, TAG_FAILURE, TAG_NODE, TAG_TRITON
 from .outcome import STOPPED_EARLY, closing, failed_report
 from .tasks import build_task
 from .tasks.base import RLTask, recurrent_core
@@ -79,7 +79,8 @@ def run_trial(config: dict[str, Any], ctx: dict[str, Any], *, trial_id: str, che
     """Train one trial from its config (and its last checkpoint, if any), reporting every eval_every steps.
 
     ctx: tracking_uri, experiment_id, experiment, parent_run_id, sweep_id, seeds, tags, cpus, gpus, spill_dir,
-    device. tracking_uri None: offline (operations to the spill file) when spill_dir is given, else off.
+    device, triton (resources.triton; default true). tracking_uri None: offline (operations to the spill file)
+    when spill_dir is given, else off.
     report(metrics, checkpoint_dir) is called with a directory that holds the checkpoint of that report.
 
     Outcomes (sweeps.outcome): returns after its last report, the run FINISHED; StopTrial raised by ``report``
@@ -113,7 +114,7 @@ def run_trial(config: dict[str, Any], ctx: dict[str, Any], *, trial_id: str, che
         report(metrics, directory)
 
     try:
-        _setup_and_train(flat, seed, device, checkpoint_dir, tracker, report_step)
+        _setup_and_train(flat, seed, device, checkpoint_dir, tracker, report_step, ctx.get("triton", True))
     except NonFiniteLossError as e:  # a sure failure: the run says why, and the failed report ends the trial
         tracker.set_tags({TAG_FAILURE: str(e)[:500]})
         tracker.finish("FAILED")
@@ -134,7 +135,8 @@ def run_trial(config: dict[str, Any], ctx: dict[str, Any], *, trial_id: str, che
 
 
 def _setup_and_train(flat: dict[str, Any], seed: int, device: torch.device, checkpoint_dir: Path | None,
-                     tracker: Any, report: Callable[[dict[str, float], Path | None], None]) -> None:
+                     tracker: Any, report: Callable[[dict[str, float], Path | None], None],
+                     triton: bool = True) -> None:
     task = build_task(flat, device)
     optim = nest(flat, "optim")
     if isinstance(task, RLTask):  # trained by its RL algorithm; checkpoints are directories (state.pt + its own)
@@ -143,6 +145,10 @@ def _setup_and_train(flat: dict[str, Any], seed: int, device: torch.device, chec
         return
     torch.manual_seed(seed)
     model = task.build_model()
+    # the Triton step on CUDA, after its check against the torch step (the check leaves the RNG state as it was)
+    status = enable_triton(model, device, triton)
+    if status is not None:
+        tracker.set_tags({TAG_TRITON: status})
     opt = torch.optim.Adam(model.parameters(), lr=optim["lr"])
     schedule = _lr_schedule(opt, optim, task.objective[1])
     gen = torch.Generator().manual_seed(seed)

@@ -13,3 +13,17 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # after the environment settings above, which must precede any torch import
+
+
+@pytest.fixture
+def triton_interpreter(monkeypatch):
+    """Triton's interpreter (TRITON_INTERPRET=1: the GPU kernels run on CPU tensors) for this test only, where
+    there is no GPU, and a fresh self-check cache (rims_core.triton_check). Scoped to the test: left set, it
+    would let every later CPU trial turn the (slow) interpreted kernels on."""
+    import torch
+
+    if not torch.cuda.is_available():
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.setattr("rims_core.triton_check._CHECKED", {})

@@ -1,21 +1,16 @@
 """The Triton step (rims_core.triton_step) against the plain fused step (rims_core.step.rim_step).
 
-Without a GPU the kernels run under Triton's interpreter (TRITON_INTERPRET=1, set below before the kernels are
-first built), which executes them on CPU tensors with numpy: the same kernels a GPU compiles, not a mock. Both
-paths go through RIMScan, so the outputs, final states, selection masks, attentions and every gradient (the
-hand-written backward on the tensors each step saved) are compared. float32: the kernels compute in float32.
+Without a GPU the kernels run under Triton's interpreter (TRITON_INTERPRET=1, set for each test by the
+triton_interpreter fixture, tests/conftest.py), which executes them on CPU tensors with numpy: the same kernels
+a GPU compiles, not a mock. Both paths go through RIMScan, so the outputs, final states, selection masks,
+attentions and every gradient (the hand-written backward on the tensors each step saved) are compared.
+float32: the kernels compute in float32.
 """
 
 from __future__ import annotations
 
-import os
-
-import torch
-
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
 import pytest
+import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from rims_core import RIM
@@ -23,6 +18,7 @@ from rims_core.cell import RIMCell
 from rims_core.triton_step import available
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+pytestmark = pytest.mark.usefixtures("triton_interpreter")  # tests/conftest.py
 
 
 def run(rim, x, triton, seed=0, hx=None):

@@ -15,14 +15,15 @@ from sweeps.trial import run_trial
 __all__ = ["logged_trial"]
 
 
-def logged_trial(tmp_path: Path, spec: dict[str, Any], trial_id: str, experiment: str
+def logged_trial(tmp_path: Path, spec: dict[str, Any], trial_id: str, experiment: str, **ctx_extra: Any
                  ) -> tuple[str, MlflowClient, Any]:
-    """Runs ``spec`` with seed 0 as trial ``trial_id`` of sweep ``sweep-1``; returns (uri, client, its run)."""
+    """Runs ``spec`` with seed 0 as trial ``trial_id`` of sweep ``sweep-1`` (ctx_extra: more of run_trial's
+    ctx, e.g. triton=False); returns (uri, client, its run)."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     sweeper = SweepTracker(uri, experiment)
     parent = sweeper.start("sweep-1", {"search.algorithm": "grid"}, {}, f"name: {spec['name']}\n")
     ctx = {"tracking_uri": uri, "experiment_id": sweeper.experiment_id, "parent_run_id": parent,
-           "sweep_id": "sweep-1", "seeds": [0], "tags": {}, "cpus": 1}
+           "sweep_id": "sweep-1", "seeds": [0], "tags": {}, "cpus": 1, **ctx_extra}
     run_trial(resolve({**base_config(load_spec(spec)), "seed": 0}), ctx, trial_id=trial_id, checkpoint_dir=None,
               report=lambda m, d: None)
     client = MlflowClient(uri)

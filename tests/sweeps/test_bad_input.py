@@ -334,7 +334,7 @@ MANY = {
     "space": {"model.topk": {"grid": [1, 2]}, "optim.lr": {"loguniform": [0, 1]}},
     "search": {"metric": "val/loss"},
     "stop": {"metric": "val/ce"},
-    "resources": {"cpu": 0},
+    "resources": {"cpu": 0, "triton": "sometimes"},
     "seeds": "three",
     "colour": "red",
 }
@@ -351,6 +351,7 @@ EXPECTED = [  # (dotted field, the value given, what is allowed)
     ("search.metric", "'val/loss'", r"the task reports \[.*'val/ce'"),
     ("stop", "stop.metric", "give both or neither"),
     ("resources.cpu", "got 0", "greater than 0"),
+    ("resources.triton", "got 'sometimes'", "valid boolean"),
     ("seeds", "got 'three'", "positive number of seeds or a list"),
     ("task.data_dir", "nowhere", "no such directory.*download them from"),
 ]
@@ -358,7 +359,7 @@ EXPECTED = [  # (dotted field, the value given, what is allowed)
 
 @pytest.mark.parametrize("argv", [RUN, LOCAL, ("sweep", "validate", "{spec}")], ids=["run", "local", "validate"])
 def test_every_problem_of_a_spec_in_one_run(argv, tmp_path, monkeypatch, capsys):
-    """Fourteen problems across every stage of the checks come out of one run, each with its field, the value
+    """Fifteen problems across every stage of the checks come out of one run, each with its field, the value
     given and what is allowed; nothing starts, no MLflow run exists."""
     import ray
     import ray.tune
