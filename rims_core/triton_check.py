@@ -33,8 +33,9 @@ def self_check(device: torch.device | str) -> str | None:
 def _compare(device: torch.device) -> str | None:
     from .rim import RIM
 
-    try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    try:  # grad on even when called from inference (an RL policy acting): the check runs a backward
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
+                torch.inference_mode(False), torch.enable_grad():
             torch.manual_seed(0)
             rim = RIM(5, 24, device=device, num_units=4, top_k=2,
                       input_attention={"heads": 1, "key_size": 8, "dropout": 0.1},

@@ -53,6 +53,8 @@ class RIMModelConfig:
     # image observations: [out_channels, kernel, stride] per conv layer ("same" padding)
     conv_filters: tuple[tuple[int, int, int], ...] = DEFAULT_ATARI_FILTERS
     encoder_hiddens: tuple[int, ...] = (256,)  # vector observations: MLP sizes before the RIM
+    # on CUDA, the RIM's steps as Triton kernels where they pass their check (rims_core.enable_triton)
+    triton: bool = True
 
     def rim_kwargs(self) -> dict[str, Any]:
         """Arguments of rims_core.RIM besides input_size: hidden_size and the RIM-only settings."""
@@ -62,7 +64,7 @@ class RIMModelConfig:
         """The plain dict to put in an RLModuleSpec (round-trips through parse_model_config)."""
         return {**self.rim.to_dict(), "max_seq_len": self.max_seq_len,
                 "conv_filters": [list(f) for f in self.conv_filters],
-                "encoder_hiddens": list(self.encoder_hiddens)}
+                "encoder_hiddens": list(self.encoder_hiddens), "triton": self.triton}
 
 
 # every key a model_config may hold: the RIM's, then the policy's own
@@ -110,6 +112,8 @@ def parse_model_config(model_config: dict[str, Any] | None) -> RIMModelConfig:
         if not isinstance(hid, list | tuple) or not all(isinstance(v, int) and v > 0 for v in hid):
             raise ModelConfigError(f"model_config: Expected encoder_hiddens to be a list of positive ints, got {hid!r}")
         values["encoder_hiddens"] = tuple(hid)
+    if "triton" in values and not isinstance(values["triton"], bool):
+        raise ModelConfigError(f"model_config: Expected triton to be true or false, got {values['triton']!r}")
     rim = {"hidden_size": DEFAULT_HIDDEN_SIZE, **{k: values.pop(k) for k in RIM_KEYS if k in values}}
     try:
         rim_config = RIMConfig(**rim)  # RIMConfig checks every RIM setting: positive sizes, top_k <= num_units, ...

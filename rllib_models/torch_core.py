@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from rims_core import RIM
+from rims_core import RIM, enable_triton
 
 from .config import RIMModelConfig
 
@@ -76,6 +76,10 @@ class RIMPolicyCore(nn.Module):
         self.state_keys = ("h", "c") if cfg.rim.cell == "lstm" else ("h",)
         self._active_sum = torch.zeros(cfg.rim.num_units, dtype=torch.float64)
         self._active_steps = 0
+        #: the Triton step's status on the device of the last forward (rims_core.enable_triton): None (a CPU, or
+        #: not decided yet), "on" or "off: why"; decided at the first forward on each device
+        self.triton_status: str | None = None
+        self._triton_device: torch.device | None = None
 
     def initial_state(self) -> dict[str, Tensor]:
         """Zero state per sequence, without batch dim: each (S, Hd)."""
@@ -94,6 +98,9 @@ class RIMPolicyCore(nn.Module):
         if x.dim() == 4:
             x = x.permute(0, 3, 1, 2)  # channels-last frames -> (B*T, C, H, W)
         z = self.encoder(x).reshape(B, T, -1)  # (B, T, E)
+        if z.device != self._triton_device:  # where this module now runs: check the Triton step there once
+            self.triton_status = enable_triton(self.rim, z.device, self.cfg.triton)
+            self._triton_device = z.device
         hx = tuple(state[k].transpose(0, 1).contiguous() for k in self.state_keys)  # each (S, B, Hd)
         lens = None if seq_lens is None else torch.as_tensor(seq_lens).to("cpu", torch.int64).reshape(-1)
         padded = lens is not None and T > 1 and bool((lens < T).any())

@@ -123,3 +123,29 @@ def test_the_spec_factory_validates_in_the_driver():
         rims_module_spec({"topk": 2})
     with pytest.raises(ModelConfigError, match="top_k <= num_units"):
         rims_module_spec({"num_units": 3, "top_k": 4, "hidden_size": 30})
+
+
+def test_the_policy_checks_and_uses_the_triton_step_where_it_runs(triton_interpreter):
+    """On the device of its first forward (here Triton's interpreter, standing in for CUDA: tests/conftest.py)
+    the policy turns the Triton step on after its check, even when that forward is an acting one under no_grad,
+    and acts as the torch step does; model_config triton=False keeps it off."""
+    B, T = 2, 3
+    obs = torch.randn(B, T, 5)
+    outs = {}
+    for flag in (True, False):
+        m = module(triton=flag).eval()
+        with torch.no_grad():
+            outs[flag] = m.forward_exploration({Columns.OBS: obs, Columns.STATE_IN: batched_state(m, B)})
+        assert [c.use_triton for c in m.core.rim.cells] == [flag]
+        assert m.core.triton_status == ("on" if flag else "off: turned off by the setting")
+    torch.testing.assert_close(outs[True][Columns.ACTION_DIST_INPUTS], outs[False][Columns.ACTION_DIST_INPUTS])
+    for k in ("h", "c"):
+        torch.testing.assert_close(outs[True][Columns.STATE_OUT][k], outs[False][Columns.STATE_OUT][k])
+
+
+def test_on_a_cpu_the_policy_decides_nothing(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    m = module()
+    with torch.no_grad():
+        m.forward_exploration({Columns.OBS: torch.randn(1, 1, 5), Columns.STATE_IN: batched_state(m, 1)})
+    assert m.core.triton_status is None and [c.use_triton for c in m.core.rim.cells] == [False]
