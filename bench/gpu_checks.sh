@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
 # The GPU checks of rims_core, as one short script for a lent GPU machine (python3 there holds a CUDA torch):
 #   bash bench/gpu_checks.sh   -> gpu tests, the speed bench with the Triton step (fp32, eager and CUDA graph),
-#   then the speed bench in fp32, bf16 and bf16 + compiled step.
+#   the packed-trials throughput (bench/gpu_packing.py), then the speed bench in fp32, bf16, bf16 + compiled step.
 set -uo pipefail
 export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1
+# the packages the GPU image lacks (pydantic and its needs, for sweeps: bench/gpu_packing.py), carried as wheels
+# in .whl/ (bench/gpu_sweep.sh; /work/.library/device/README.md says how to fetch them)
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH="/tmp/site:$PWD"
+fi
 OUT="${OUT:-/tmp/rims_gpu}"; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 python3 -c "import torch; print('torch', torch.__version__)" | tee -a "$OUT/gpu.txt"
@@ -12,7 +18,9 @@ python3 -m pytest -m gpu tests/rims_core -q -p no:cacheprovider 2>&1 | tail -8 |
 # the Triton step (rims_core.triton_step), eager and under one CUDA graph, beside the plain fused scan
 python3 bench/rim_speed.py --device cuda --triton --cuda-graph --repeats 20 --input-sizes 10 2>&1 \
   | tee "$OUT/bench_fp32_triton.txt"
-python3 bench/rim_speed.py --device cuda --repeats 20 2>&1 | tee "$OUT/bench_fp32.txt"
+# a sweep's throughput: copying_paper-sized trials packed 1, 4 and 8 to the GPU, RIMs (Triton step) vs LSTM-600
+timeout 300 python3 bench/gpu_packing.py 2>&1 | tee "$OUT/packing.txt"
+python3 bench/rim_speed.py --device cuda --repeats 20 --input-sizes 600 2>&1 | tee "$OUT/bench_fp32.txt"
 python3 bench/rim_speed.py --device cuda --bf16 --repeats 20 2>&1 | tee "$OUT/bench_bf16.txt"
 timeout 240 python3 bench/rim_speed.py --device cuda --bf16 --compile --repeats 20 --input-sizes 10 2>&1 \
   | tail -8 | tee "$OUT/bench_bf16_compile.txt"
