@@ -25,7 +25,8 @@ def gates_kernel(
     hq, key, u, h, c, b_ih, valid, in_mask, order, rand,
     h_out, c_out, active, att, sg, x2,
     B, K, H, G, dk,
-    NH: tl.constexpr, TOPK: tl.constexpr, LSTM: tl.constexpr, HAS_BIH: tl.constexpr, HAS_VALID: tl.constexpr,
+    NH: tl.constexpr, TOPK: tl.constexpr, ALL: tl.constexpr, LSTM: tl.constexpr, HAS_BIH: tl.constexpr,
+    HAS_VALID: tl.constexpr,
     HAS_INMASK: tl.constexpr, HAS_ORDER: tl.constexpr, HAS_RAND: tl.constexpr,
     KP: tl.constexpr, DKP: tl.constexpr, HP: tl.constexpr,
 ):
@@ -78,7 +79,7 @@ def gates_kernel(
             g3 += a_me * tl.load(u + row * NH * G + hd * G + 3 * H + hh, mask=hmask, other=0.0).to(tl.float32)
     # selection: unit k is active if fewer than TOPK units beat it (a higher score, or an equal score and an
     # earlier place in the tie order): select_units' stable descending sort
-    if TOPK >= K:
+    if ALL:  # TOPK >= K: every unit (a compile-time branch: K is a runtime size)
         act = tl.full((), 1, tl.int1)
     else:
         if HAS_RAND:

@@ -115,7 +115,7 @@ def triton_rim_step(
         rand if rand is not None else dummy,
         h_out, c_out, active, att, sg, x2,
         B, K, H, G, dk,
-        NH=nh, TOPK=cfg.top_k, LSTM=lstm,
+        NH=nh, TOPK=cfg.top_k, ALL=cfg.top_k >= K, LSTM=lstm,
         HAS_BIH=(not lstm and w.b_ih is not None), HAS_VALID=valid is not None, HAS_INMASK=in_mask is not None,
         HAS_ORDER=order is not None, HAS_RAND=rand is not None,
         KP=_p2(K), DKP=_p2(dk), HP=_p2(H),
