@@ -16,6 +16,9 @@ from .triton_step import available
 __all__ = ["enable_triton", "self_check"]
 
 _CHECKED: dict[str, str | None] = {}
+#: Let enable_triton decide for CPU devices too, running the kernels under Triton's interpreter (which needs
+#: TRITON_INTERPRET=1 before triton is imported). Tests only (tests/conftest.py: triton_interpreter).
+CPU_INTERPRETER = False
 # float32 agreement of the two steps over the check's short scan (observed under the interpreter: <= 1e-6)
 _RTOL, _ATOL = 1e-3, 1e-4
 
@@ -67,8 +70,8 @@ def enable_triton(module: nn.Module, device: torch.device | str, enabled: bool =
     self_check; off otherwise.
 
     Returns what to record: None where there is nothing to decide (no RIM cell, or a CPU device: the kernels
-    are for CUDA; Triton's interpreter, TRITON_INTERPRET=1, counts as a device they run on, for tests), "on",
-    or "off: why" (``enabled`` False, triton not installed, or the check's reason).
+    are for CUDA; with CPU_INTERPRETER, tests decide for CPU devices too, under Triton's interpreter), "on", or
+    "off: why" (``enabled`` False, triton not installed, or the check's reason).
     """
     from .cell import RIMCell
 
@@ -79,6 +82,8 @@ def enable_triton(module: nn.Module, device: torch.device | str, enabled: bool =
     status: str | None
     if not enabled:
         status = "off: turned off by the setting"
+    elif device.type != "cuda" and not CPU_INTERPRETER:
+        status = None
     elif not available(device):
         status = None if device.type != "cuda" else "off: triton is not installed (pip install 'rims-lab[gpu]')"
     else:

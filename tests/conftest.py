@@ -11,19 +11,29 @@ already set by the user wins.
 from __future__ import annotations
 
 import os
+import shutil
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+# Triton's interpreter (TRITON_INTERPRET=1: the GPU kernels run on CPU tensors) where there is no GPU, for the
+# kernels' tests (tests/rims_core/test_triton_step.py). Set here, before anything imports triton (torch.compile
+# does): triton.language's own jitted helpers are built when it is imported, and an interpreted kernel cannot
+# call helpers built for a GPU. It makes nothing run interpreted by itself: only use_triton=True, or
+# enable_triton under the triton_interpreter fixture below, does.
+if shutil.which("nvidia-smi") is None:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest  # after the environment settings above, which must precede any torch import
 
 
 @pytest.fixture
 def triton_interpreter(monkeypatch):
-    """Triton's interpreter (TRITON_INTERPRET=1: the GPU kernels run on CPU tensors) for this test only, where
-    there is no GPU, and a fresh self-check cache (rims_core.triton_check). Scoped to the test: left set, it
-    would let every later CPU trial turn the (slow) interpreted kernels on."""
+    """Let rims_core.enable_triton use Triton's interpreter on CPU tensors, for this test only, where there is
+    no GPU (a CUDA machine runs the kernels compiled), with a fresh self-check cache. Scoped to the test: left
+    on, every later CPU trial in this process would turn the (slow) interpreted kernels on."""
     import torch
 
     if not torch.cuda.is_available():
-        monkeypatch.setenv("TRITON_INTERPRET", "1")
+        assert os.environ.get("TRITON_INTERPRET") == "1", "TRITON_INTERPRET=1 must be set before triton is imported"
+        monkeypatch.setattr("rims_core.triton_check.CPU_INTERPRETER", True)
     monkeypatch.setattr("rims_core.triton_check._CHECKED", {})

@@ -143,8 +143,7 @@ def test_the_policy_checks_and_uses_the_triton_step_where_it_runs(triton_interpr
         torch.testing.assert_close(outs[True][Columns.STATE_OUT][k], outs[False][Columns.STATE_OUT][k])
 
 
-def test_on_a_cpu_the_policy_decides_nothing(monkeypatch):
-    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+def test_on_a_cpu_the_policy_decides_nothing():
     m = module()
     with torch.no_grad():
         m.forward_exploration({Columns.OBS: torch.randn(1, 1, 5), Columns.STATE_IN: batched_state(m, 1)})
