@@ -70,7 +70,7 @@ class _CommGrads(NamedTuple):
 
 
 def comm_backward(cfg, dh: Tensor, active: Tensor, ht: Tensor, qkv: Tensor, P: Tensor, cmask: Tensor | None,
-                  co: Tensor | None, comm_w: Tensor, comm_w_t: Tensor, comm_qkv_t: Tensor,
+                  co: Tensor | None, comm_w_t: Tensor, comm_qkv_t: Tensor,
                   grads: _CommGrads) -> Tensor:
     """One step's communication backward: dh (K, B, H), the gradient of h_t, -> the gradient of h~ (K, B, H).
 
@@ -256,7 +256,7 @@ class RIMScan(torch.autograd.Function):
             if comm:  # h_t = h~ + m * upd(read, h~), read = dropout(softmax(q k^T)) v; dh becomes d h~
                 dh = comm_bwd(cfg, dh, ACT[t], st["ht"][t], st["qkv"][t], P_all[t],
                               None if comm_mask is None else comm_mask[t], st["co"][t] if form != "residual" else None,
-                              comm_w, comm_w_t, comm_qkv_t, comm_grads)
+                              comm_w_t, comm_qkv_t, comm_grads)
             h_prev = st["h"][t]
             dh_prev, dc, d_s = cell_bwd(
                 cfg, dh, dc, ACT[t], st["sg"][t], st["x2"][t], st["c"][t] if lstm else None, h_prev, ATT[t],

@@ -158,8 +158,8 @@ _FORMS = {"residual": 0, "gated_residual": 1, "convex": 2}
 
 
 def triton_comm_backward(cfg: RIMConfig, dh: Tensor, active: Tensor, ht: Tensor, qkv: Tensor, P: Tensor,
-                         cmask: Tensor | None, co: Tensor | None, comm_w: Tensor, comm_w_t: Tensor,
-                         comm_qkv_t: Tensor, grads) -> Tensor:
+                         cmask: Tensor | None, co: Tensor | None, comm_w_t: Tensor, comm_qkv_t: Tensor,
+                         grads) -> Tensor:
     """rims_core.fused.comm_backward's contract in two Triton kernels (the output form; the attention), one
     more that recomputes the read from the saved P, and three matmuls."""
     kern = _kernels()
