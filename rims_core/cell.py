@@ -28,6 +28,7 @@ folded into W^ih first is RIMCell.folds_value's decision (rims_core.weights).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -79,7 +80,10 @@ class RIMCell(RIMCellWeights):
     """
 
     #: Run the scan through the fused Function (hand-written backward). False selects the plain path, a loop
-    #: over step() differentiated by autograd; torch.compile (compile_step) and autocast always use the latter.
+    #: over step() differentiated by autograd; torch.compile (compile_step) always uses the latter. Under autocast
+    #: the fused scan computes its input maps (x's projections, all steps at once) in the autocast dtype and the
+    #: recurrence in the state's precision (fp32): at a RIM's per-step sizes the recurrence is bound by launches
+    #: and latency, not by matmul throughput, and an fp32 state stays finite over any horizon.
     use_fused: bool = True
     #: Run the fused scan's forward step as Triton kernels (rims_core.triton_step): None where they can run, i.e.
     #: on CUDA with triton installed (the `gpu` extra); True wherever triton_step.available says they can (CUDA,
@@ -170,13 +174,17 @@ class RIMCell(RIMCellWeights):
         orders = self.tie_orders(T, B, x.device)  # after the masks: the masks do not depend on it
         h = h.view(B, K, H).transpose(0, 1).contiguous()  # (K, B, H)
         c = c.view(B, K, H).transpose(0, 1).contiguous() if c is not None else None
-        if self.use_fused and self._compiled_step is None and not torch.is_autocast_enabled(x.device.type):
+        if self.use_fused and self._compiled_step is None:
             keys, z, w_u = self.input_maps(x, w.gate_scale)
+            amp = torch.is_autocast_enabled(x.device.type)
+            if amp:  # the input maps (all steps at once) ran under autocast; the recurrence runs in h's precision
+                keys, z, w_u = keys.to(h.dtype), z.to(h.dtype), w_u.to(h.dtype)
             tensors = (keys, z, w_u, h, c, w.w_hq, w.b_hq, w.b_ih, w.comm_qkv, w.comm_w, w.comm_b)
             save = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-            out, h, c_out, act, att, P = RIMScan.apply(
-                self, save, keys, z, w_u, h, c if c is not None else h.new_empty(0), w.w_hq, w.b_hq, w.b_ih,
-                w.comm_qkv, w.comm_w, w.comm_b, in_mask, comm_mask, valid, orders)
+            with torch.autocast(x.device.type, enabled=False) if amp else contextlib.nullcontext():
+                out, h, c_out, act, att, P = RIMScan.apply(
+                    self, save, keys, z, w_u, h, c if c is not None else h.new_empty(0), w.w_hq, w.b_hq, w.b_ih,
+                    w.comm_qkv, w.comm_w, w.comm_b, in_mask, comm_mask, valid, orders)
             c = c_out if c is not None else None
             traces = {"active": act, "input_attention": att, "comm_attention": P} if trace else None
         else:

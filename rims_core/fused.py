@@ -4,8 +4,9 @@ Autograd through the step loop records ~45 nodes per step and computes every wei
 small per-step matmul. Here the forward runs the same step (rims_core.step.rim_step) without recording,
 keeps only what the backward needs, and the backward walks the steps in reverse with fused pointwise
 formulas, collecting the per-step gradients of the weights and doing one large matmul per weight at the end.
-The step path (RIMCell.step, autograd through the same rim_step) serves torch.compile and autocast; tests
-check that both give the same outputs and gradients.
+The step path (RIMCell.step, autograd through the same rim_step) serves torch.compile; tests check that both
+give the same outputs and gradients. Under autocast the scan runs in fp32 on input maps computed in the autocast
+dtype (RIMCell.scan).
 
 Storage is per step (lists of (K, B, .) tensors), never one (T, K, B, .) buffer: buffers of tens of MB are
 fresh mmap'd pages on every call (glibc never recycles blocks above 32 MB), and the first-touch page faults
@@ -217,6 +218,13 @@ class RIMScan(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, d_out, d_hT, d_cT, _d_act, _d_att, _d_P):
+        # a backward called inside an autocast region (CPU backward runs on the caller's thread) stays in the
+        # forward's precision: the saved tensors are fp32 and the formulas mix them with fresh matmuls
+        with torch.autocast(d_out.device.type, enabled=False):
+            return RIMScan._backward(ctx, d_out, d_hT, d_cT)
+
+    @staticmethod
+    def _backward(ctx: Any, d_out, d_hT, d_cT):
         (keys, z, w_u, w_hq, b_hq, b_ih, comm_qkv, comm_w, comm_b, in_mask, comm_mask, valid,
          ACT, ATT, P_all, *flat) = ctx.saved_tensors
         st, i0 = {}, 0

@@ -70,6 +70,10 @@ def validate(spec: SweepSpec, unsure: frozenset[str] = frozenset()) -> Errors:
         errors.append(("optim.lr_schedule", f"task {spec.task['name']!r} is trained by PPO, whose learning rate is "
                        f"RLlib's; expected 'constant', got {spec.optim.lr_schedule!r}"
                        + (" (varied by space.optim.lr_schedule)" if "optim.lr_schedule" in spec.space else "")))
+    if spec.task_cls.rl and (spec.optim.precision != "fp32" or "optim.precision" in spec.space):
+        errors.append(("optim.precision", f"task {spec.task['name']!r} is trained by PPO, which runs in fp32; "
+                       f"expected 'fp32', got {spec.optim.precision!r}"
+                       + (" (varied by space.optim.precision)" if "optim.precision" in spec.space else "")))
     for key, dist in spec.space.items():
         path = f"space.{key}"
         if key == "seed":

@@ -130,6 +130,10 @@ class OptimSpec(_Strict):
     plateau_factor: float = Field(0.5, gt=0, lt=1, description="lr_schedule 'plateau': the factor (official: 0.5)")
     plateau_patience: int = Field(5, ge=0, description="lr_schedule 'plateau': evaluations without improvement "
                                   "before the learning rate drops (official: 5)")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="'bf16': the loss and the evaluations run under torch.autocast(bfloat16) on the trial's "
+        "device (matmuls in bf16); parameters, optimizer state and the recurrent state stay fp32 (a RIM's "
+        "recurrence runs in fp32 on bf16 input maps). Supervised tasks only")
 
 
 class SearchSpec(_Strict):

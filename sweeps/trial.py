@@ -9,6 +9,7 @@ checkpoint it continues the same run: same batches, same dropout masks, the same
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
@@ -165,7 +166,7 @@ def _setup_and_train(flat: dict[str, Any], seed: int, device: torch.device, chec
     if step == 0:
         tracker.log({"model/num_params": count_parameters(model),
                      "model/macs_per_step": macs_per_step(recurrent_core(model))}, 0)
-    _train(task, model, opt, schedule, gen, step, optim, tracker, report)
+    _train(task, model, opt, schedule, gen, step, optim, tracker, report, _precision(optim, device))
 
 
 def _lr_schedule(opt: torch.optim.Optimizer, optim: dict[str, Any],
@@ -178,9 +179,18 @@ def _lr_schedule(opt: torch.optim.Optimizer, optim: dict[str, Any],
                                                       patience=optim["plateau_patience"])
 
 
+def _precision(optim: dict[str, Any], device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
+    """optim.precision as a context factory: 'bf16' autocasts to bfloat16 on the device; 'fp32' (or a config from
+    before the setting existed) changes nothing."""
+    if optim.get("precision", "fp32") == "fp32":
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+
+
 def _train(task: Any, model: torch.nn.Module, opt: torch.optim.Optimizer,
            schedule: torch.optim.lr_scheduler.ReduceLROnPlateau | None, gen: torch.Generator, step: int,
-           optim: dict[str, Any], tracker: Any, report: Callable[[dict[str, float], Path | None], None]) -> None:
+           optim: dict[str, Any], tracker: Any, report: Callable[[dict[str, float], Path | None], None],
+           precision: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext) -> None:
     max_steps, every = optim["max_steps"], optim["eval_every"]
     sums: dict[str, float] = {}
     n, t0 = 0, time.perf_counter()
@@ -188,7 +198,8 @@ def _train(task: Any, model: torch.nn.Module, opt: torch.optim.Optimizer,
     while step < max_steps:
         model.train()
         batch = task.sample_batch(optim["batch_size"], gen)
-        loss, train_m = task.loss(model, batch)
+        with precision():  # the forward only: backward outside autocast, as torch recommends
+            loss, train_m = task.loss(model, batch)
         step += 1
         if not torch.isfinite(loss):
             raise NonFiniteLossError(f"non-finite loss ({loss.item()}) at step {step}", step=step)
@@ -202,7 +213,7 @@ def _train(task: Any, model: torch.nn.Module, opt: torch.optim.Optimizer,
         if step % every == 0 or step == max_steps:
             elapsed = time.perf_counter() - t0
             model.eval()
-            with torch.no_grad():
+            with torch.no_grad(), precision():
                 metrics = {f"train/{k}": v / n for k, v in sums.items()}
                 metrics.update(task.evaluate(model))
                 metrics.update(task.selection_stats(model, batch))

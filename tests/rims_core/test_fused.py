@@ -8,6 +8,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from rims_core import RIM
 from rims_core.cell import RIMCell
+from rims_core.fused import RIMScan
 
 
 def run(rim, x, fused, seed=0):
@@ -105,3 +106,48 @@ def _walk(fn, depth=6):
         if nxt is not None and depth:
             seen += _walk(nxt, depth - 1)
     return seen
+
+
+@pytest.mark.parametrize("selection", ["all", "topk"])
+def test_autocast_runs_the_fused_scan_in_fp32_on_autocast_input_maps(monkeypatch, selection):
+    """Under bf16 autocast the fused scan is taken: its input maps are bf16 products, the recurrence and every
+    output, state and gradient stay fp32. It agrees with the plain path under autocast (bf16 matmuls inside the
+    recurrence too) and with fp32 to bf16's precision, and autocast changed something (the result is not the
+    fp32 one). With top-k selection bf16 rounding may flip a near-tie, after which the two runs differ in kind:
+    there the masks are compared."""
+    calls = []
+    apply = RIMScan.apply
+    monkeypatch.setattr(RIMScan, "apply", lambda *a: calls.append(a[3].dtype) or apply(*a))
+    torch.manual_seed(0)
+    rim = RIM(5, 24, num_units=4, top_k=4 if selection == "all" else 2, selection=selection,
+              comm={"heads": 2, "key_size": 4, "value_size": 6})
+    x = torch.randn(20, 3, 5)
+    fp32 = run(rim, x, True)
+    calls.clear()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        amp = run(rim, x, True)
+    assert calls == [torch.float32]  # one scan, on fp32 maps (cast from the bf16 products)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        plain = run(rim, x, False)
+    assert amp[0].dtype == torch.float32 and all(s.dtype == torch.float32 for s in amp[1])
+    assert all(g.dtype == torch.float32 and torch.isfinite(g).all() for g in amp[3].values())
+    assert not torch.equal(amp[0], fp32[0])
+    for ref in (plain, fp32):
+        if selection == "topk":
+            assert (amp[2].active == ref[2].active).float().mean() > 0.9
+            continue
+        torch.testing.assert_close(amp[0], ref[0], atol=3e-2, rtol=3e-2)
+        for n in amp[3]:  # gradients: bf16 input maps, compared by norm
+            assert (amp[3][n] - ref[3][n]).norm() <= 0.05 * ref[3][n].norm() + 1e-3, n
+
+
+def test_autocast_state_stays_finite_over_thousands_of_steps():
+    """4,000 steps under bf16 autocast, the state carried across 4 chunks: finite and bounded (|h| < 1)."""
+    torch.manual_seed(0)
+    rim = RIM(5, 24, num_units=4, top_k=2, cell="gru")
+    state = None
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+        for _ in range(4):
+            out, state = rim(torch.randn(1000, 2, 5) * 3, state)
+            assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    assert state.abs().max() < 1

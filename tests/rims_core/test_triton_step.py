@@ -15,7 +15,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from rims_core import RIM
 from rims_core.cell import RIMCell
-from rims_core.triton_step import available
+from rims_core.triton_step import available, triton_rim_step
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 pytestmark = pytest.mark.usefixtures("triton_interpreter")  # tests/conftest.py
@@ -99,6 +99,23 @@ def test_triton_equals_plain_in_eval_mode_from_a_given_state():
     assert_same(run(rim, x, True, hx=hx), run(rim, x, False, hx=hx))
 
 
+def test_triton_equals_plain_under_bf16_autocast(monkeypatch):
+    """Under autocast both steps run the fp32 recurrence on the same bf16 input maps (RIMCell.scan), so they
+    agree as closely as in fp32; the Triton step is the one taken."""
+    import rims_core.fused as fused
+
+    steps = []
+    monkeypatch.setattr(fused, "triton_rim_step", lambda *a, **k: steps.append(1) or triton_rim_step(*a, **k))
+    rim = make(heads=2)
+    x = torch.randn(5, 4, 5, device=DEVICE)
+    with torch.autocast(DEVICE, dtype=torch.bfloat16):
+        a = run(rim, x, True)
+        assert len(steps) == 5
+        b = run(rim, x, False)
+    assert len(steps) == 5 and a[0].dtype == torch.float32
+    assert_same(a, b)
+
+
 def test_triton_equals_plain_on_packed_variable_lengths():
     rim = make(top_k=3)
     x = torch.randn(6, 4, 5, device=DEVICE)
@@ -145,6 +162,22 @@ def test_triton_equals_plain_at_the_paper_size_on_cuda(cell):
     rim = RIM(10, 600, device="cuda", num_units=6, top_k=4, cell=cell).train()
     x = torch.randn(50, 64, 10, device="cuda")
     a, b = run(rim, x, True), run(rim, x, False)
+    assert torch.equal(a[2].active, b[2].active)
+    torch.testing.assert_close(a[0], b[0], rtol=1e-4, atol=1e-5)
+    for n in a[3]:
+        torch.testing.assert_close(a[3][n], b[3][n], rtol=1e-3, atol=1e-5, msg=n)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_triton_equals_plain_at_the_paper_size_under_bf16_autocast_on_cuda():
+    """bf16 autocast at the paper's size: both steps take the same bf16 input maps and run the recurrence in
+    fp32, so the tolerances are fp32's (those of the fp32 test above), not bf16's."""
+    torch.manual_seed(0)
+    rim = RIM(10, 600, device="cuda", num_units=6, top_k=4).train()
+    x = torch.randn(50, 64, 10, device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        a, b = run(rim, x, True), run(rim, x, False)
     assert torch.equal(a[2].active, b[2].active)
     torch.testing.assert_close(a[0], b[0], rtol=1e-4, atol=1e-5)
     for n in a[3]:

@@ -129,6 +129,10 @@ CASES = [
     Case("rl/lr_schedule", RUN, r"optim\.lr_schedule", r"trained by PPO.*expected 'constant', got 'plateau'",
          with_("optim/lr_schedule", "plateau", {**BASE, "task": {"name": "fetch"}, "model": {"kind": "lstm"},
                                                  "space": {}})),
+    Case("name/precision", RUN, r"optim\.precision", r"'fp32' or 'bf16'", with_("optim/precision", "fp16")),
+    Case("rl/precision", RUN, r"optim\.precision", r"trained by PPO.*expected 'fp32', got 'bf16'",
+         with_("optim/precision", "bf16", {**BASE, "task": {"name": "fetch"}, "model": {"kind": "lstm"},
+                                            "space": {}})),
     # search spaces
     Case("space/empty-grid", RUN, r"space\.model\.kind\.grid", r"non-empty list", with_("space/model.kind",
                                                                                          {"grid": []})),
