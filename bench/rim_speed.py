@@ -7,6 +7,7 @@ every repeat and the median of each is reported as a ratio to nn.LSTM of the sam
     python bench/rim_speed.py                      # CPU, float32
     python bench/rim_speed.py --device cuda --bf16 # GPU: bf16 autocast, against cuDNN nn.LSTM
     python bench/rim_speed.py --compile            # also the torch.compile'd step
+    python bench/rim_speed.py --bf16 --plain       # also the plain path (a loop over step, autograd)
     python bench/rim_speed.py --device cuda --triton --cuda-graph  # also the Triton step, eager and graphed
 
 Ratios < 1 mean faster (or smaller) than nn.LSTM.
@@ -103,6 +104,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--input-sizes", default="10,600")
+    ap.add_argument("--plain", action="store_true",
+                    help="also time RIM on the plain path (use_fused False; what autocast took before 2026-12-03)")
     ap.add_argument("--triton", action="store_true",
                     help="also time RIM with its forward step in Triton kernels (rims_core.triton_step; CUDA)")
     args = ap.parse_args()
@@ -125,6 +128,11 @@ def main() -> None:
             rc = RIM(d_in, 600, num_units=6, top_k=4).to(dev)
             rc.compile_step(mode=args.compile_mode)
             models[f"RIM (compiled{', ' + args.compile_mode if args.compile_mode else ''})"] = rc
+        if args.plain:
+            rp = RIM(d_in, 600, num_units=6, top_k=4).to(dev)
+            for c in rp.cells:
+                c.use_fused = False
+            models["RIM (plain path)"] = rp
         if args.triton:
             rt = RIM(d_in, 600, num_units=6, top_k=4).to(dev)
             for c in rt.cells:
