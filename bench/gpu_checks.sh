@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks of rims_core, as one short script for a lent GPU machine (python3 there holds a CUDA torch):
 #   bash bench/gpu_checks.sh   -> gpu tests, the speed bench with the Triton step (fp32, eager and CUDA graph),
-#   the packed-trials throughput (bench/gpu_packing.py), then the speed bench in fp32, bf16, bf16 + compiled step.
+#   the packed-trials throughput (bench/gpu_packing.py), then the speed bench in fp32, bf16 (fused, Triton, plain),
+#   bf16 + compiled step.
 set -uo pipefail
 export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1
 # the packages the GPU image lacks (pydantic and its needs, for sweeps: bench/gpu_packing.py), carried as wheels
@@ -21,6 +22,8 @@ python3 bench/rim_speed.py --device cuda --triton --cuda-graph --repeats 20 --in
 # a sweep's throughput: copying_paper-sized trials packed 1, 4 and 8 to the GPU, RIMs (Triton step) vs LSTM-600
 timeout 300 python3 bench/gpu_packing.py 2>&1 | tee "$OUT/packing.txt"
 python3 bench/rim_speed.py --device cuda --repeats 20 --input-sizes 600 2>&1 | tee "$OUT/bench_fp32.txt"
-python3 bench/rim_speed.py --device cuda --bf16 --repeats 20 2>&1 | tee "$OUT/bench_bf16.txt"
+# bf16 autocast: the fused scan (input maps in bf16, recurrence in fp32), its Triton step, and the plain path
+python3 bench/rim_speed.py --device cuda --bf16 --triton --plain --repeats 20 --input-sizes 10 2>&1 \
+  | tee "$OUT/bench_bf16.txt"
 timeout 240 python3 bench/rim_speed.py --device cuda --bf16 --compile --repeats 20 --input-sizes 10 2>&1 \
   | tail -8 | tee "$OUT/bench_bf16_compile.txt"
