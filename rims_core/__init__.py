@@ -20,6 +20,7 @@ __all__ = [
     "RIM_ONLY_KEYS",
     "SELECTIONS",
     "CommConfig",
+    "GraphedRIM",
     "InputAttentionConfig",
     "NonFiniteLossError",
     "RIMCell",
@@ -33,6 +34,7 @@ __all__ = [
     "count_parameters",
     "cuda_graphed",
     "enable_triton",
+    "install_graphs",
     "macs_per_step",
 ]
 
@@ -42,7 +44,7 @@ _WHERE = {
     **dict.fromkeys(("NonFiniteLossError", "RIMConfigError"), "errors"),
     "RIMCell": "cell",
     **dict.fromkeys(("KIND_SETTINGS", "build_recurrent", "count_parameters", "macs_per_step"), "factory"),
-    "cuda_graphed": "graphs",
+    **dict.fromkeys(("GraphedRIM", "cuda_graphed", "install_graphs"), "graphs"),
     "enable_triton": "triton_check",
     **dict.fromkeys(("RIM", "RIMTrace"), "rim"),
     "RelationalMemory": "rmc",

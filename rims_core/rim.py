@@ -188,9 +188,42 @@ class RIM(nn.Module):
         L, N, _ = x.shape
         h0, c0 = self._check_hx(hx, N, batched, x.dtype, x.device)
         want_trace = return_trace or bool(self._trace_hooks)
+        output, h_n, c_n, traces = self._layers(x, h0, c0, valid, lengths, want_trace)
+        if packed:
+            output = self._repack(output, input)
+        else:
+            if not batched:
+                output, h_n = output.squeeze(1), h_n.squeeze(1)
+                c_n = c_n.squeeze(1) if c_n is not None else None
+            elif self.batch_first:
+                output = output.transpose(0, 1)
+        state = (h_n, c_n) if c0 is not None else h_n
+        trace = None
+        if want_trace:
+            comm = [t.get("comm_attention") for t in traces]
+            trace = RIMTrace(
+                active=torch.stack([t["active"] for t in traces]),
+                input_attention=torch.stack([t["input_attention"] for t in traces]),
+                comm_attention=torch.stack(comm) if comm[0] is not None else None,
+            )
+            if not batched and not packed:
+                trace = RIMTrace(trace.active[:, :, 0], trace.input_attention[:, :, 0],
+                                 None if trace.comm_attention is None else trace.comm_attention[:, :, 0])
+            for hook in list(self._trace_hooks.values()):
+                hook(self, trace)
+        return (output, state, trace) if return_trace else (output, state)
+
+    def _layers(self, x: Tensor, h0: Tensor, c0: Tensor | None, valid: Tensor | None, lengths: Tensor | None,
+                want_trace: bool) -> tuple[Tensor, Tensor, Tensor | None, list[dict[str, Tensor] | None]]:
+        """Every layer and direction over x (L, N, D), time-major, from h0, c0 (S, N, H); valid (L, N) bool or
+        None, lengths (N,) or None (derived from valid where needed). Returns output (L, N, dirs*H), h_n, c_n
+        (S, N, H) (c_n None for GRU) and each cell's trace dict (None without want_trace)."""
+        L, N, _ = x.shape
         rev = None
         if self.bidirectional:  # per-sequence time reversal (respects lengths of packed input)
             t = torch.arange(L, device=x.device)[:, None].expand(L, N)
+            if lengths is None and valid is not None:
+                lengths = valid.sum(0)
             lens = (lengths.to(x.device)[None, :] if lengths is not None else torch.full((1, N), L, device=x.device))
             rev = torch.where(t < lens, lens - 1 - t, t)  # (L, N), an involution
 
@@ -217,32 +250,9 @@ class RIM(nn.Module):
             layer_in = torch.cat(outs, dim=-1) if len(outs) > 1 else outs[0]
             if self.dropout > 0 and self.training and layer < self.num_layers - 1:
                 layer_in = nn.functional.dropout(layer_in, self.dropout, training=True)
-        output = layer_in
         h_n = torch.stack(h_n)
         c_n = torch.stack(c_n) if c0 is not None else None
-        if packed:
-            output = self._repack(output, input)
-        else:
-            if not batched:
-                output, h_n = output.squeeze(1), h_n.squeeze(1)
-                c_n = c_n.squeeze(1) if c_n is not None else None
-            elif self.batch_first:
-                output = output.transpose(0, 1)
-        state = (h_n, c_n) if c0 is not None else h_n
-        trace = None
-        if want_trace:
-            comm = [t.get("comm_attention") for t in traces]
-            trace = RIMTrace(
-                active=torch.stack([t["active"] for t in traces]),
-                input_attention=torch.stack([t["input_attention"] for t in traces]),
-                comm_attention=torch.stack(comm) if comm[0] is not None else None,
-            )
-            if not batched and not packed:
-                trace = RIMTrace(trace.active[:, :, 0], trace.input_attention[:, :, 0],
-                                 None if trace.comm_attention is None else trace.comm_attention[:, :, 0])
-            for hook in list(self._trace_hooks.values()):
-                hook(self, trace)
-        return (output, state, trace) if return_trace else (output, state)
+        return layer_in, h_n, c_n, traces
 
     @staticmethod
     def _repack(output: Tensor, like: PackedSequence) -> PackedSequence:

@@ -20,6 +20,7 @@ __all__ = [
     "FASHION_STAND_IN",
     "SMNIST_SOURCES",
     "TAG_CONFIG",
+    "TAG_CUDA_GRAPH",
     "TAG_DEVICE",
     "TAG_FAILURE",
     "TAG_GIT_DIRTY",
@@ -56,6 +57,8 @@ TAG_DEVICE = "rims.device"  # trial: the torch device it trained on
 TAG_NODE = "rims.node_id"  # trial: the Ray node it (last) ran on
 # trial on CUDA with RIM cells: "on" or "off: why" (resources.triton, rims_core.enable_triton)
 TAG_TRITON = "rims.triton"
+# trial on CUDA with a RIM core and resources.cuda_graph: "graphs, N captured" or "off: why" (rims_core.GraphedRIM)
+TAG_CUDA_GRAPH = "rims.cuda_graph"
 TAG_FAILURE = "rims.failure"  # trial: why it failed (exception, divergence, interruption)
 TAG_STOPPED_EARLY = "rims.stopped_early"  # trial: "true" when a scheduler or stop rule ended it before max_steps
 TAG_SUPERSEDED_BY = "rims.superseded_by"  # trial: the run that replaced it after a restart

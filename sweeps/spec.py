@@ -116,5 +116,6 @@ def sweep_params(spec: SweepSpec, smoke: bool) -> dict[str, Any]:
     return {"search.algorithm": spec.search.algorithm, "search.num_samples": spec.search.num_samples,
             "search.metric": metric, "search.mode": mode, "scheduler.name": spec.scheduler.name,
             "seeds": json.dumps(spec.seed_list), "resources.cpu": spec.resources.cpu,
-            "resources.gpu": spec.resources.gpu, "resources.triton": spec.resources.triton, "smoke": smoke,
+            "resources.gpu": spec.resources.gpu, "resources.triton": spec.resources.triton,
+            "resources.cuda_graph": spec.resources.cuda_graph, "smoke": smoke,
             "task.name": spec.task["name"]}

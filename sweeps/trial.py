@@ -20,11 +20,11 @@ from typing import Any
 
 import torch
 
-from rims_core import count_parameters, enable_triton, macs_per_step
+from rims_core import RIM, GraphedRIM, count_parameters, enable_triton, install_graphs, macs_per_step
 from rims_core.errors import NonFiniteLossError
 
 from .flat import config_id, nest, resolve
-from .keys import TAG_CONFIG, TAG_DEVICE, TAG_FAILURE, TAG_NODE, TAG_TRITON
+from .keys import TAG_CONFIG, TAG_CUDA_GRAPH, TAG_DEVICE, TAG_FAILURE, TAG_NODE, TAG_TRITON
 from .outcome import STOPPED_EARLY, closing, failed_report
 from .tasks import build_task
 from .tasks.base import RLTask, recurrent_core
@@ -80,8 +80,8 @@ def run_trial(config: dict[str, Any], ctx: dict[str, Any], *, trial_id: str, che
     """Train one trial from its config (and its last checkpoint, if any), reporting every eval_every steps.
 
     ctx: tracking_uri, experiment_id, experiment, parent_run_id, sweep_id, seeds, tags, cpus, gpus, spill_dir,
-    device, triton (resources.triton; default true). tracking_uri None: offline (operations to the spill file)
-    when spill_dir is given, else off.
+    device, triton (resources.triton; default true), cuda_graph (resources.cuda_graph; default false).
+    tracking_uri None: offline (operations to the spill file) when spill_dir is given, else off.
     report(metrics, checkpoint_dir) is called with a directory that holds the checkpoint of that report.
 
     Outcomes (sweeps.outcome): returns after its last report, the run FINISHED; StopTrial raised by ``report``
@@ -115,7 +115,8 @@ def run_trial(config: dict[str, Any], ctx: dict[str, Any], *, trial_id: str, che
         report(metrics, directory)
 
     try:
-        _setup_and_train(flat, seed, device, checkpoint_dir, tracker, report_step, ctx.get("triton", True))
+        _setup_and_train(flat, seed, device, checkpoint_dir, tracker, report_step, ctx.get("triton", True),
+                         ctx.get("cuda_graph", False))
     except NonFiniteLossError as e:  # a sure failure: the run says why, and the failed report ends the trial
         tracker.set_tags({TAG_FAILURE: str(e)[:500]})
         tracker.finish("FAILED")
@@ -137,7 +138,7 @@ def run_trial(config: dict[str, Any], ctx: dict[str, Any], *, trial_id: str, che
 
 def _setup_and_train(flat: dict[str, Any], seed: int, device: torch.device, checkpoint_dir: Path | None,
                      tracker: Any, report: Callable[[dict[str, float], Path | None], None],
-                     triton: bool = True) -> None:
+                     triton: bool = True, cuda_graph: bool = False) -> None:
     task = build_task(flat, device)
     optim = nest(flat, "optim")
     if isinstance(task, RLTask):  # trained by its RL algorithm; checkpoints are directories (state.pt + its own)
@@ -150,6 +151,7 @@ def _setup_and_train(flat: dict[str, Any], seed: int, device: torch.device, chec
     status = enable_triton(model, device, triton)
     if status is not None:
         tracker.set_tags({TAG_TRITON: status})
+    graphs = _graphs(model, device) if cuda_graph else None
     opt = torch.optim.Adam(model.parameters(), lr=optim["lr"])
     schedule = _lr_schedule(opt, optim, task.objective[1])
     gen = torch.Generator().manual_seed(seed)
@@ -166,7 +168,8 @@ def _setup_and_train(flat: dict[str, Any], seed: int, device: torch.device, chec
     if step == 0:
         tracker.log({"model/num_params": count_parameters(model),
                      "model/macs_per_step": macs_per_step(recurrent_core(model))}, 0)
-    _train(task, model, opt, schedule, gen, step, optim, tracker, report, _precision(optim, device))
+    _train(task, model, opt, schedule, gen, step, optim, tracker, report, _precision(optim, device, graphs is None),
+           graphs)
 
 
 def _lr_schedule(opt: torch.optim.Optimizer, optim: dict[str, Any],
@@ -179,18 +182,34 @@ def _lr_schedule(opt: torch.optim.Optimizer, optim: dict[str, Any],
                                                       patience=optim["plateau_patience"])
 
 
-def _precision(optim: dict[str, Any], device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
-    """optim.precision as a context factory: 'bf16' autocasts to bfloat16 on the device; 'fp32' (or a config from
-    before the setting existed) changes nothing."""
+#: what captures the graphs of resources.cuda_graph on a CPU device: None (the default) installs none there.
+#: Tests set a stand-in for torch.cuda.make_graphed_callables (tests/sweeps/test_trial_graphs.py).
+CPU_GRAPH_CAPTURE: Callable[..., Any] | None = None
+
+
+def _graphs(model: torch.nn.Module, device: torch.device) -> GraphedRIM | None:
+    """resources.cuda_graph: whole-sequence graphs for the model's RIM core on CUDA (None: no RIM core, or CPU)."""
+    core = recurrent_core(model)
+    if not isinstance(core, RIM) or (device.type != "cuda" and CPU_GRAPH_CAPTURE is None):
+        return None
+    return install_graphs(core, capture=CPU_GRAPH_CAPTURE if device.type != "cuda" else None)
+
+
+def _precision(optim: dict[str, Any], device: torch.device,
+               cache: bool = True) -> Callable[[], contextlib.AbstractContextManager]:
+    """optim.precision as a context factory: 'bf16' autocasts to bfloat16 on the device (cache False: without
+    autocast's weight cache, which CUDA graphs refuse); 'fp32' (or a config from before the setting existed)
+    changes nothing."""
     if optim.get("precision", "fp32") == "fp32":
         return contextlib.nullcontext
-    return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+    return lambda: torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=cache)
 
 
 def _train(task: Any, model: torch.nn.Module, opt: torch.optim.Optimizer,
            schedule: torch.optim.lr_scheduler.ReduceLROnPlateau | None, gen: torch.Generator, step: int,
            optim: dict[str, Any], tracker: Any, report: Callable[[dict[str, float], Path | None], None],
-           precision: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext) -> None:
+           precision: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+           graphs: GraphedRIM | None = None) -> None:
     max_steps, every = optim["max_steps"], optim["eval_every"]
     sums: dict[str, float] = {}
     n, t0 = 0, time.perf_counter()
@@ -218,6 +237,9 @@ def _train(task: Any, model: torch.nn.Module, opt: torch.optim.Optimizer,
                 metrics.update(task.evaluate(model))
                 metrics.update(task.selection_stats(model, batch))
             metrics["sys/steps_per_s"] = n / elapsed
+            if graphs is not None:  # how the graphs fared so far (a failed capture says why)
+                tracker.set_tags({TAG_CUDA_GRAPH: graphs.status if graphs.status != "graphs"
+                                  else f"graphs, {graphs.captures} captured"})
             metrics["train/lr"] = opt.param_groups[0]["lr"]  # the rate these steps trained with
             metrics["step"] = step
             if schedule is not None:  # after logging the rate used: the drop applies to the next steps

@@ -1,0 +1,218 @@
+"""GraphedRIM: whole-sequence CUDA graphs with bucketed shapes.
+
+Without a GPU the capture itself cannot run: these tests pass GraphedRIM a capture that returns the padded
+module uncaptured (a stand-in for torch.cuda.make_graphed_callables, the one mocked part), so everything around
+it runs for real: choosing and keeping graphs, padding time and batch, the valid mask, slicing back, the
+fallbacks. The `gpu` test at the end captures real graphs.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from rims_core import RIM
+from rims_core.graphs import GraphedRIM, bucket, install_graphs
+
+NO_DROPOUT = {"input_attention": {"dropout": 0.0}, "comm": {"dropout": 0.0}}
+
+
+def uncaptured(module, sample_args, num_warmup_iters=3):
+    """make_graphed_callables' contract without CUDA: a callable over the sample's shapes (checked)."""
+    shapes = [a.shape for a in sample_args]
+
+    def run(*args):
+        assert [a.shape for a in args] == shapes, "a graph replays only its captured shapes"
+        assert [a.requires_grad for a in args] == [a.requires_grad for a in sample_args]
+        return module(*args)
+    return run
+
+
+def grads_of(rim, out, state, leaves):
+    states = state if isinstance(state, tuple) else (state,)
+    loss = (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum() + sum((s * s).sum() for s in states)
+    params = list(rim.parameters())
+    return torch.autograd.grad(loss, params + leaves)
+
+
+def deterministic(rim):
+    """Dropout off and ties broken by unit index: a padded graph draws its random numbers for the padded shape,
+    so with random draws it equals the RIM in distribution, not value by value."""
+    for c in rim.cells:
+        c.random_ties = False
+    return rim
+
+
+def compare(rim, graphed, x, hx=None):
+    leaves = [x] + ([t for t in (hx if isinstance(hx, tuple) else (hx,))] if hx is not None else [])
+    graphed(x, hx)  # a capture draws random numbers (warm-up passes): capture first, then compare like with like
+    torch.manual_seed(1)
+    a_out, a_state = graphed(x, hx)
+    torch.manual_seed(1)
+    b_out, b_state = rim(x, hx)
+    torch.testing.assert_close(a_out, b_out)
+    for s1, s2 in zip(a_state if isinstance(a_state, tuple) else (a_state,),
+                      b_state if isinstance(b_state, tuple) else (b_state,), strict=True):
+        torch.testing.assert_close(s1, s2)
+    for g1, g2 in zip(grads_of(rim, a_out, a_state, leaves), grads_of(rim, b_out, b_state, leaves), strict=True):
+        torch.testing.assert_close(g1, g2)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize(("batch_first", "layers", "bidirectional"), [(False, 1, False), (True, 2, True)])
+def test_every_shape_matches_the_rim_and_nearby_shapes_share_a_graph(cell, batch_first, layers, bidirectional):
+    """Outputs, final states and the gradients of every parameter, of x and of hx equal the RIM's on each shape;
+    the last short batch and a slightly shorter sequence replay the first graph (padded), farther shapes capture
+    a bucketed graph of their own."""
+    torch.manual_seed(0)
+    rim = deterministic(RIM(5, 12, layers, batch_first=batch_first, bidirectional=bidirectional, num_units=3,
+                            top_k=2, cell=cell, **NO_DROPOUT).train())
+    graphed = GraphedRIM(rim, capture=uncaptured)
+    S = layers * (2 if bidirectional else 1)
+    expected_captures = [1, 1, 1, 2, 3]
+    for (T, B), n in zip([(12, 6), (12, 5), (11, 6), (30, 6), (37, 3)], expected_captures, strict=True):
+        x = torch.randn(*((B, T) if batch_first else (T, B)), 5, requires_grad=True)
+        compare(rim, graphed, x)
+        h0 = torch.randn(S, B, 12, requires_grad=True)
+        hx = (h0, torch.randn(S, B, 12, requires_grad=True)) if cell == "lstm" else h0
+        compare(rim, graphed, x, hx)  # hx that requires grad: a graph of its own kind
+        assert graphed.captures == 2 * n  # each shape's graphs: without hx, and with an hx that requires grad
+    shapes = sorted({k[:2] for k in graphed._graphs})
+    assert shapes == [(12, 6), (bucket(30), bucket(6)), (bucket(37), bucket(3))]
+    assert bucket(37) == 40 and graphed.status == "graphs"
+
+
+def test_counts_one_capture_per_kind_of_call_and_none_for_repeats():
+    torch.manual_seed(0)
+    rim = RIM(5, 12, num_units=3, top_k=2, **NO_DROPOUT).train()
+    graphed = GraphedRIM(rim, capture=uncaptured)
+    for _ in range(3):
+        out, _ = graphed(torch.randn(10, 4, 5))
+        out.sum().backward()
+    assert graphed.captures == 1
+    graphed(torch.randn(10, 4, 5, requires_grad=True))  # x requiring grad: a different graph
+    assert graphed.captures == 2
+
+
+def test_least_recently_used_graph_is_dropped_beyond_max_graphs():
+    rim = RIM(5, 12, num_units=3, top_k=2, **NO_DROPOUT).train()
+    graphed = GraphedRIM(rim, max_graphs=2, capture=uncaptured)
+    for T in (10, 20, 10, 40):  # 10 is used again before 40 arrives: 20 is the one dropped
+        graphed(torch.randn(T, 4, 5))
+    assert sorted(k[0] for k in graphed._graphs) == [10, 40] and graphed.captures == 3
+
+
+@pytest.mark.parametrize("case", ["eval", "no_grad", "packed", "unbatched", "trace", "cpu"])
+def test_the_rim_runs_eagerly_where_a_graph_cannot_serve(case):
+    torch.manual_seed(0)
+    rim = RIM(5, 12, num_units=3, top_k=2, **NO_DROPOUT).train()
+    graphed = GraphedRIM(rim, capture=None if case == "cpu" else uncaptured)
+    x = torch.randn(6, 3, 5)
+    kwargs = {}
+    if case == "eval":
+        graphed.eval()
+    elif case == "packed":
+        x = pack_padded_sequence(x, torch.tensor([6, 4, 2]))
+    elif case == "unbatched":
+        x = x[:, 0]
+    elif case == "trace":
+        kwargs = {"return_trace": True}
+    with torch.no_grad() if case == "no_grad" else torch.enable_grad():
+        torch.manual_seed(1)
+        got = graphed(x, **kwargs)
+        torch.manual_seed(1)
+        want = rim(x, **kwargs)
+    assert graphed.captures == 0
+    a, b = (got[0].data, want[0].data) if case == "packed" else (got[0], want[0])
+    torch.testing.assert_close(a, b)
+
+
+def test_a_failed_capture_leaves_the_rim_eager_and_says_why():
+    def fails(module, sample_args, num_warmup_iters=3):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    torch.manual_seed(0)
+    rim = RIM(5, 12, num_units=3, top_k=2, **NO_DROPOUT).train()
+    graphed = GraphedRIM(rim, capture=fails)
+    x = torch.randn(6, 3, 5)
+    graphed(x)
+    torch.manual_seed(1)
+    out, _ = graphed(x)
+    torch.manual_seed(1)
+    torch.testing.assert_close(out, rim(x)[0])
+    assert graphed.status == "off: RuntimeError: operation not permitted when stream is capturing"
+    graphed(x)
+    assert graphed.captures == 0 and not graphed._graphs
+
+
+def test_bucket_rounds_up_to_eight_sizes_per_octave():
+    assert [bucket(n) for n in (1, 16, 17, 18, 31, 33, 100, 196, 200)] == [1, 16, 18, 18, 32, 36, 104, 208, 208]
+    assert all(n <= bucket(n) <= 1.125 * n for n in range(1, 2000))
+
+
+@pytest.mark.parametrize(("kw", "message"), [({"max_graphs": 0}, "Expected max_graphs >= 1, got 0"),
+                                             ({"max_padding": -0.5}, "Expected max_padding >= 0, got -0.5")])
+def test_bad_settings_are_refused(kw, message):
+    with pytest.raises(ValueError, match=message):
+        GraphedRIM(RIM(5, 12, num_units=3, top_k=2), **kw)
+
+
+def test_reads_the_rims_attributes_and_trains_its_parameters():
+    rim = RIM(5, 12, num_units=3, top_k=2)
+    graphed = GraphedRIM(rim, capture=uncaptured)
+    assert graphed.hidden_size == 12 and graphed.config is rim.config
+    assert [id(p) for p in graphed.parameters()] == [id(p) for p in rim.parameters()]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA; run on a GPU machine: pytest -m gpu")
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_real_graphs_match_the_rim_across_shapes_on_cuda(cell):
+    torch.manual_seed(0)
+    rim = RIM(8, 24, num_units=3, top_k=2, cell=cell, device="cuda", **NO_DROPOUT).train()
+    graphed = GraphedRIM(rim)
+    for T, B in [(12, 8), (12, 7), (30, 8)]:
+        x = torch.randn(T, B, 8, device="cuda", requires_grad=True)
+        out_g, _ = graphed(x)
+        g = torch.autograd.grad(out_g.square().sum(), [x, *rim.parameters()])
+        out, _ = rim(x)
+        e = torch.autograd.grad(out.square().sum(), [x, *rim.parameters()])
+        torch.testing.assert_close(out_g, out, rtol=1e-4, atol=1e-5)
+        for a, b in zip(g, e, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
+    assert graphed.status == "graphs" and graphed.captures == 2
+
+
+def test_install_graphs_keeps_the_module_tree_hooks_and_state_dict():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential()
+    model.rnn = deterministic(RIM(5, 12, num_units=3, top_k=2, **NO_DROPOUT).train())
+    keys = list(model.state_dict())
+    seen = []
+    model.rnn.register_forward_hook(lambda m, a, out: seen.append(out[0].shape))
+    graphed = install_graphs(model.rnn, capture=uncaptured)
+    x = torch.randn(10, 4, 5)
+    out, _ = model.rnn(x)
+    assert graphed.captures == 1 and seen == [(10, 4, 12)] and list(model.state_dict()) == keys
+    del model.rnn.forward
+    torch.testing.assert_close(model.rnn(x)[0], out)
+    assert graphed.captures == 1 and len(seen) == 2
+
+
+def test_autocast_gets_graphs_of_its_own_only_without_its_weight_cache():
+    torch.manual_seed(0)
+    rim = deterministic(RIM(5, 12, num_units=3, top_k=2, **NO_DROPOUT).train())
+    graphed = GraphedRIM(rim, capture=uncaptured)
+    x = torch.randn(10, 4, 5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the cache on (the default): eager
+        graphed(x)
+    assert graphed.captures == 0
+    graphed(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False):
+        graphed(x)
+        torch.manual_seed(1)
+        out, _ = graphed(x)
+        torch.manual_seed(1)
+        torch.testing.assert_close(out, rim(x)[0])
+    assert graphed.captures == 2 and sorted(str(k[4][3]) for k in graphed._graphs) == ["None", "torch.bfloat16"]
