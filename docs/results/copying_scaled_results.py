@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
-from analysis.stats import mean_ci, permutation_test
+from analysis.stats import mean_ci, paired_permutation_test, permutation_test
 
 HERE = Path(__file__).parent
 RUNS, HISTORIES = HERE / "copying_scaled_runs.csv", HERE / "copying_scaled_histories.csv"
@@ -173,6 +173,45 @@ def main_tables(runs: list[dict]) -> str:
     return "\n".join([*lines, ""])
 
 
+def reference(fam: str) -> str:
+    """The row a family is paired with: one-hot rows with their embedding row, RIM variants with RIMs 6/4, the
+    other baselines with LSTM-300."""
+    if fam.endswith(" one-hot"):
+        return fam[: -len(" one-hot")]
+    return "RIMs 6/4" if fam.startswith("RIMs") else "LSTM-300"
+
+
+def paired_table(runs: list[dict]) -> str:
+    """Each row against its reference, paired by seed (the same batches and the same initial draw per seed):
+    the final val/ce (at the stop rule or the cap) as a geometric-mean ratio, and accuracy at 2x (blank 20) and
+    4x (blank 40) as differences; exact sign-flip permutation p (5 pairs: p >= 0.0625)."""
+    table = [r for r in runs if r["sweep"] in TABLE_SWEEPS and r["status"] == "FINISHED"]
+    by: dict[str, dict[int, dict]] = {}
+    for r in table:
+        by.setdefault(r["family"], {})[r["seed"]] = r
+    lines = ["### each row against its reference, paired by seed (exact sign-flip permutation p)", "",
+             "| row | reference | pairs | final val/ce ratio (p) | reached / reference reached | acc 20 diff (p) | "
+             "acc 40 diff (p) |", "|---|---|---:|---|---|---|---|"]
+    for f in sorted(by, key=lambda f: (not f.startswith("RIMs"), f)):
+        ref = reference(f)
+        if f == ref or ref not in by:
+            continue
+        seeds = sorted(set(by[f]) & set(by[ref]))
+        if not seeds:
+            continue
+        a, b = [by[f][s] for s in seeds], [by[ref][s] for s in seeds]
+        cells = []
+        t = paired_permutation_test(np.log([r["val/ce"] for r in a]), np.log([r["val/ce"] for r in b]))
+        cells.append(f"{math.exp(t.diff):.3g} ({t.p:.3f})" if len(seeds) > 1 else f"{math.exp(t.diff):.3g}")
+        cells.append(f"{sum(r['val/ce'] <= RULE for r in a)} / {sum(r['val/ce'] <= RULE for r in b)}")
+        for blank in (20, 40):
+            t = paired_permutation_test([r[f"eval/acc_blank{blank}"] for r in a],
+                                        [r[f"eval/acc_blank{blank}"] for r in b])
+            cells.append(f"{t.diff:+.3f} ({t.p:.3f})" if len(seeds) > 1 else f"{t.diff:+.3f}")
+        lines.append(f"| {f} | {ref} | {len(seeds)} | {' | '.join(cells)} |")
+    return "\n".join([*lines, ""])
+
+
 def figures(runs: list[dict], hist: pa.Table) -> None:
     import matplotlib
 
@@ -222,6 +261,7 @@ def main() -> None:
     print(sanity_table(runs, hist))
     if any(r["sweep"] in TABLE_SWEEPS for r in runs):
         print(main_tables(runs))
+        print(paired_table(runs))
         figures(runs, hist)
 
 
