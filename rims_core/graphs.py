@@ -88,9 +88,10 @@ class GraphedRIM(nn.Module):
     Call it like the RIM (Tensor input, time- or batch-first as the RIM is, hx optional): returns (output,
     state) as the RIM does, the same values on the real time steps and batch rows. An input (T, B) is served by a
     kept graph of shape (T', B') >= (T, B) whose padding is at most ``max_padding`` of the real work; otherwise
-    a graph is captured, at (T, B) for the first and at bucket(T), bucket(B) afterwards, and the least recently
-    used of more than ``max_graphs`` is dropped. Padded time steps are masked invalid (the state stops at T, as
-    with packed sequences); padded rows start from zero and are sliced off.
+    a graph is captured, at (T, B) for the first and at bucket(T), bucket(B) afterwards (at (T, B) where that
+    rounding exceeds max_padding), and the least recently used of more than ``max_graphs`` is dropped. Padded
+    time steps are masked invalid (the state stops at T, as with packed sequences); padded rows start from zero
+    and are sliced off.
 
     The RIM itself runs instead (eagerly) in eval mode, without grad, for packed or unbatched input, with
     return_trace or trace hooks, on a device other than CUDA, under autocast with its weight cache on (graphs need
@@ -126,9 +127,9 @@ class GraphedRIM(nn.Module):
 
     def _eager(self, input: Tensor) -> bool:
         rim = self.rim
-        capture_ok = self._capture is not None or input.is_cuda
         if isinstance(input, PackedSequence) or input.dim() != 3:
             return True
+        capture_ok = self._capture is not None or input.is_cuda
         # make_graphed_callables refuses autocast's weight cache: autocast(..., cache_enabled=False) to use graphs
         amp_cache = torch.is_autocast_enabled(input.device.type) and torch.is_autocast_cache_enabled()
         return (not capture_ok or self.status != "graphs" or not rim.training or not torch.is_grad_enabled()
@@ -147,6 +148,8 @@ class GraphedRIM(nn.Module):
         if key is None:
             first = not self._graphs
             Tg, Bg = (T, B) if first else (bucket(T), bucket(B))
+            if Tg * Bg > (1 + self.max_padding) * T * B:  # rounding both beyond the bound: this shape exactly
+                Tg, Bg = T, B
             key = (Tg, Bg, x.dtype, x.device, grads)
             try:
                 self._graphs[key] = self._build(key, x, h0, c0)

@@ -216,3 +216,12 @@ def test_autocast_gets_graphs_of_its_own_only_without_its_weight_cache():
         torch.manual_seed(1)
         torch.testing.assert_close(out, rim(x)[0])
     assert graphed.captures == 2 and sorted(str(k[4][3]) for k in graphed._graphs) == ["None", "torch.bfloat16"]
+
+
+def test_a_shape_whose_buckets_exceed_the_padding_bound_is_captured_exactly_once():
+    rim = RIM(5, 12, num_units=3, top_k=2, **NO_DROPOUT).train()
+    graphed = GraphedRIM(rim, max_padding=0.1, capture=uncaptured)
+    graphed(torch.randn(10, 4, 5))
+    for _ in range(2):  # bucket(33)^2 = 36^2 is 19% more work than 33^2: captured at (33, 33), then replayed
+        graphed(torch.randn(33, 33, 5))
+    assert graphed.captures == 2 and (33, 33) in {k[:2] for k in graphed._graphs}
