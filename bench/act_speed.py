@@ -6,7 +6,7 @@ communication on) on a 256-feature encoding (a typical Atari encoder output) aga
 repeat times ``--calls`` consecutive steps per model, the models alternating; medians of the per-step time.
 
     python bench/act_speed.py                          # CPU, 1 thread
-    python bench/act_speed.py --device cuda --triton   # GPU: also the Triton step
+    python bench/act_speed.py --device cuda --triton --graphs   # GPU: also the Triton step and CUDA graphs
 
 Ratios < 1 mean faster than nn.LSTM.
 """
@@ -21,7 +21,7 @@ import time
 import torch
 from torch import nn
 
-from rims_core import RIM
+from rims_core import RIM, GraphedRIM
 
 __all__ = ["main"]
 
@@ -47,6 +47,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (an actor runs one)")
     ap.add_argument("--triton", action="store_true", help="also the RIM with its Triton step (CUDA)")
+    ap.add_argument("--graphs", action="store_true",
+                    help="also each RIM row through GraphedRIM: every step replays a forward-only CUDA graph (CUDA)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     dev = args.device
@@ -61,7 +63,10 @@ def main() -> None:
             c.use_triton = True
     for m in models.values():
         m.to(dev).eval()
-    print(f"\n{'batch':>5}  {'model':<20}{'us/step':>10}{'ratio':>8}")
+    if args.graphs:  # the same RIMs (shared weights), each acting step one graph replay
+        for k in [k for k in models if k.startswith("RIM")]:
+            models[k.replace("RIM", "RIM graph", 1)] = GraphedRIM(models[k]).eval()
+    print(f"\n{'batch':>5}  {'model':<26}{'us/step':>10}{'ratio':>8}")
     for B in (int(b) for b in args.batches.split(",")):
         x = torch.randn(1, B, 256, device=dev)
         states = {k: (torch.zeros(1, B, 600, device=dev),) * 2 for k in models}
@@ -74,7 +79,10 @@ def main() -> None:
         base = statistics.median(times["nn.LSTM"])
         for k in models:
             t = statistics.median(times[k])
-            print(f"{B:>5}  {k:<20}{t * 1e6:>10.1f}{t / base:>8.2f}")
+            print(f"{B:>5}  {k:<26}{t * 1e6:>10.1f}{t / base:>8.2f}")
+        for k, m in models.items():
+            if isinstance(m, GraphedRIM):
+                print(f"{'':>5}  {k}: {m.status}, {m.captures} captured")
 
 
 if __name__ == "__main__":

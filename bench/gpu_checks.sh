@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks of rims_core, as one short script for a lent GPU machine (python3 there holds a CUDA torch):
 #   bash bench/gpu_checks.sh   -> gpu tests, the speed bench with the Triton step (fp32, eager and CUDA graph),
-#   one acting step (bench/act_speed.py),
+#   one acting step (bench/act_speed.py; eager and replaying CUDA graphs),
 #   the packed-trials throughput (bench/gpu_packing.py), then the speed bench in fp32, bf16 (fused, Triton, plain),
 #   each step under its own timeout so that the whole fits one 10-minute device call (at most 570 s).
 set -uo pipefail
@@ -21,7 +21,7 @@ timeout 120 python3 -m pytest -m gpu tests/rims_core -q -p no:cacheprovider 2>&1
 timeout 90 python3 bench/rim_speed.py --device cuda --triton --cuda-graph --repeats 20 --input-sizes 10 2>&1 \
   | tee "$OUT/bench_fp32_triton.txt"
 # one acting step of an RL policy (T=1, eval, no grad, state carried), B = 8..64
-timeout 45 python3 bench/act_speed.py --device cuda --triton --repeats 10 2>&1 | tee "$OUT/bench_act.txt"
+timeout 45 python3 bench/act_speed.py --device cuda --triton --graphs --repeats 10 2>&1 | tee "$OUT/bench_act.txt"
 # a sweep's throughput: copying_paper-sized trials packed 1, 4 and 8 to the GPU, RIMs (Triton step) vs LSTM-600
 timeout 180 python3 bench/gpu_packing.py 2>&1 | tee "$OUT/packing.txt"
 timeout 45 python3 bench/rim_speed.py --device cuda --repeats 20 --input-sizes 600 2>&1 | tee "$OUT/bench_fp32.txt"

@@ -55,6 +55,9 @@ class RIMModelConfig:
     encoder_hiddens: tuple[int, ...] = (256,)  # vector observations: MLP sizes before the RIM
     # on CUDA, the RIM's steps as Triton kernels where they pass their check (rims_core.enable_triton)
     triton: bool = True
+    # on CUDA, the RIM's acting steps and learner passes as CUDA graphs (rims_core.install_graphs); off by default
+    # until timed on a GPU, as the sweeps' resources.cuda_graph
+    cuda_graph: bool = False
 
     def rim_kwargs(self) -> dict[str, Any]:
         """Arguments of rims_core.RIM besides input_size: hidden_size and the RIM-only settings."""
@@ -64,7 +67,7 @@ class RIMModelConfig:
         """The plain dict to put in an RLModuleSpec (round-trips through parse_model_config)."""
         return {**self.rim.to_dict(), "max_seq_len": self.max_seq_len,
                 "conv_filters": [list(f) for f in self.conv_filters],
-                "encoder_hiddens": list(self.encoder_hiddens), "triton": self.triton}
+                "encoder_hiddens": list(self.encoder_hiddens), "triton": self.triton, "cuda_graph": self.cuda_graph}
 
 
 # every key a model_config may hold: the RIM's, then the policy's own
@@ -112,8 +115,9 @@ def parse_model_config(model_config: dict[str, Any] | None) -> RIMModelConfig:
         if not isinstance(hid, list | tuple) or not all(isinstance(v, int) and v > 0 for v in hid):
             raise ModelConfigError(f"model_config: Expected encoder_hiddens to be a list of positive ints, got {hid!r}")
         values["encoder_hiddens"] = tuple(hid)
-    if "triton" in values and not isinstance(values["triton"], bool):
-        raise ModelConfigError(f"model_config: Expected triton to be true or false, got {values['triton']!r}")
+    for key in ("triton", "cuda_graph"):
+        if key in values and not isinstance(values[key], bool):
+            raise ModelConfigError(f"model_config: Expected {key} to be true or false, got {values[key]!r}")
     rim = {"hidden_size": DEFAULT_HIDDEN_SIZE, **{k: values.pop(k) for k in RIM_KEYS if k in values}}
     try:
         rim_config = RIMConfig(**rim)  # RIMConfig checks every RIM setting: positive sizes, top_k <= num_units, ...

@@ -124,8 +124,10 @@ def check_settings(settings: PPOBase, model: dict[str, Any], minibatch_size: int
 
 
 def build_ppo_config(settings: PPOBase, model: dict[str, Any], *, lr: float, minibatch_size: int,
-                     grad_clip: float, total_steps: int, seed: int, gpus: float = 0.0) -> Any:
-    """A PPOConfig (new or old stack per settings.api_stack) for the RIM or LSTM policy of ``model``."""
+                     grad_clip: float, total_steps: int, seed: int, gpus: float = 0.0, triton: bool = True,
+                     cuda_graph: bool = False) -> Any:
+    """A PPOConfig (new or old stack per settings.api_stack) for the RIM or LSTM policy of ``model``; triton and
+    cuda_graph (the sweeps' resources.triton, resources.cuda_graph) go into a RIM policy's model_config."""
     from ray.rllib.algorithms.ppo import PPOConfig
     from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
 
@@ -134,6 +136,8 @@ def build_ppo_config(settings: PPOBase, model: dict[str, Any], *, lr: float, min
     from .module import rims_module_spec
 
     kind, mc = check_settings(settings, model, minibatch_size)
+    if kind == "rims":
+        mc = {**mc, "triton": triton, "cuda_graph": cuda_graph}
     register_envs()
     env, env_config = settings.env_spec(train=True)
     _, eval_env_config = settings.env_spec(train=False)
@@ -222,7 +226,8 @@ def _selection_stats(algo: Any, old_stack: bool) -> dict[str, float]:
 
 def train_ppo(settings: PPOBase, model: dict[str, Any], optim: dict[str, Any], seed: int, *,
               checkpoint_dir: Path | None, log: Callable[[dict[str, float], int], None],
-              report: Callable[[dict[str, float], Path | None], None], gpus: float = 0.0,
+              report: Callable[[dict[str, float], Path | None], None], gpus: float = 0.0, triton: bool = True,
+              cuda_graph: bool = False,
               save: Callable[[Path, dict[str, Any]], None], load: Callable[[Path], dict[str, Any]],
               evaluate: Callable[[Any], dict[str, float]] | None = None) -> None:
     """Train until optim.max_steps env steps; every optim.eval_every env steps: an evaluation (``evaluate(algo)``
@@ -233,7 +238,8 @@ def train_ppo(settings: PPOBase, model: dict[str, Any], optim: dict[str, Any], s
     import torch  # here, not at the top: the spec checks (check_settings, PPOSettings) must not import torch
 
     config = build_ppo_config(settings, model, lr=optim["lr"], minibatch_size=optim["batch_size"],
-                              grad_clip=optim["grad_clip"], total_steps=optim["max_steps"], seed=seed, gpus=gpus)
+                              grad_clip=optim["grad_clip"], total_steps=optim["max_steps"], seed=seed, gpus=gpus,
+                              triton=triton, cuda_graph=cuda_graph)
     algo = config.build_algo()
     old = settings.api_stack == "old"
     try:

@@ -12,11 +12,15 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from rims_core import RIM, enable_triton
+from rims_core import RIM, GraphedRIM, enable_triton, install_graphs
 
 from .config import RIMModelConfig
 
 __all__ = ["RIMPolicyCore", "build_encoder"]
+
+#: what captures model_config cuda_graph's graphs on a CPU device, as (training capture, inference capture):
+#: None (the default) installs none there. Tests set stand-ins (tests/rllib_models/test_module.py).
+CPU_GRAPH_CAPTURES: tuple | None = None
 
 
 def _same_pad(size: int, kernel: int, stride: int) -> tuple[int, int, int]:
@@ -80,6 +84,9 @@ class RIMPolicyCore(nn.Module):
         #: not decided yet), "on" or "off: why"; decided at the first forward on each device
         self.triton_status: str | None = None
         self._triton_device: torch.device | None = None
+        # model_config cuda_graph: the RIM's graphs (rims_core.GraphedRIM; its status and captures), installed at
+        # the first forward on CUDA; kept outside the module tree, so state_dict keys do not change
+        self.__dict__["graphs"] = None
 
     def initial_state(self) -> dict[str, Tensor]:
         """Zero state per sequence, without batch dim: each (S, Hd)."""
@@ -101,6 +108,7 @@ class RIMPolicyCore(nn.Module):
         if z.device != self._triton_device:  # where this module now runs: check the Triton step there once
             self.triton_status = enable_triton(self.rim, z.device, self.cfg.triton)
             self._triton_device = z.device
+            self._install_graphs(z.device)
         hx = tuple(state[k].transpose(0, 1).contiguous() for k in self.state_keys)  # each (S, B, Hd)
         lens = None if seq_lens is None else torch.as_tensor(seq_lens).to("cpu", torch.int64).reshape(-1)
         padded = lens is not None and T > 1 and bool((lens < T).any())
@@ -118,6 +126,25 @@ class RIMPolicyCore(nn.Module):
             self._active_steps += active.shape[0] * active.shape[1]
         new_state = {k: v.transpose(0, 1) for k, v in zip(self.state_keys, hn, strict=True)}  # each (B, S, Hd)
         return out, self.pi(out), new_state
+
+    def _install_graphs(self, device: torch.device) -> None:
+        """model_config cuda_graph on CUDA: acting steps (no grad, T = 1) replay forward-only graphs, learner
+        passes (packed, padded sequences included) forward-and-backward ones; shapes bucketed (rims_core.graphs).
+        """
+        cpu = device.type != "cuda"
+        if self.graphs is not None or not self.cfg.cuda_graph or (cpu and CPU_GRAPH_CAPTURES is None):
+            return
+        capture, capture_inference = CPU_GRAPH_CAPTURES if cpu else (None, None)
+        self.__dict__["graphs"] = install_graphs(self.rim, capture=capture, capture_inference=capture_inference)
+
+    @property
+    def graph_status(self) -> str | None:
+        """model_config cuda_graph's state: None (off, or no CUDA forward yet), "graphs, N captured" or "off: why"
+        (a capture failed; the RIM runs eagerly)."""
+        g: GraphedRIM | None = self.graphs
+        if g is None:
+            return None
+        return g.status if g.status != "graphs" else f"graphs, {g.captures} captured"
 
     def value(self, embeddings: Tensor) -> Tensor:
         """embeddings (B, T, Hd) -> values (B, T)."""

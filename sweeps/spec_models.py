@@ -170,8 +170,9 @@ class ResourcesSpec(_Strict):
     gpu: float = Field(0, ge=0, description="GPUs per trial (a fraction shares one GPU)")
     triton: bool = Field(True, description="on CUDA, run a RIM trial's steps as Triton kernels when they pass a "
                          "check against the torch step at the trial's start (tag rims.triton); false: never")
-    cuda_graph: bool = Field(False, description="on CUDA, replay a RIM trial's training forward and backward as "
-                             "whole-sequence CUDA graphs, shapes bucketed (rims_core.install_graphs; tag "
+    cuda_graph: bool = Field(False, description="on CUDA, replay a RIM trial's training forward and backward, and "
+                             "its evaluations, as whole-sequence CUDA graphs, shapes bucketed "
+                             "(rims_core.install_graphs; tag "
                              "rims.cuda_graph); off by default until measured on a GPU with the Triton step")
 
 

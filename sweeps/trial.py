@@ -142,7 +142,8 @@ def _setup_and_train(flat: dict[str, Any], seed: int, device: torch.device, chec
     task = build_task(flat, device)
     optim = nest(flat, "optim")
     if isinstance(task, RLTask):  # trained by its RL algorithm; checkpoints are directories (state.pt + its own)
-        task.train(optim, seed, checkpoint_dir, tracker.log, report, save_checkpoint, load_checkpoint)
+        task.train(optim, seed, checkpoint_dir, tracker.log, report, save_checkpoint, load_checkpoint,
+                   triton=triton, cuda_graph=cuda_graph)
         tracker.finish("FINISHED")
         return
     torch.manual_seed(seed)
@@ -185,14 +186,19 @@ def _lr_schedule(opt: torch.optim.Optimizer, optim: dict[str, Any],
 #: what captures the graphs of resources.cuda_graph on a CPU device: None (the default) installs none there.
 #: Tests set a stand-in for torch.cuda.make_graphed_callables (tests/sweeps/test_trial_graphs.py).
 CPU_GRAPH_CAPTURE: Callable[..., Any] | None = None
+#: the same for the evaluations' graphs (no grad): a stand-in for rims_core.graphs.cuda_graph_inference
+CPU_INFERENCE_CAPTURE: Callable[..., Any] | None = None
 
 
 def _graphs(model: torch.nn.Module, device: torch.device) -> GraphedRIM | None:
-    """resources.cuda_graph: whole-sequence graphs for the model's RIM core on CUDA (None: no RIM core, or CPU)."""
+    """resources.cuda_graph: whole-sequence graphs for the model's RIM core on CUDA, for its training steps and
+    its evaluations (None: no RIM core, or CPU)."""
     core = recurrent_core(model)
     if not isinstance(core, RIM) or (device.type != "cuda" and CPU_GRAPH_CAPTURE is None):
         return None
-    return install_graphs(core, capture=CPU_GRAPH_CAPTURE if device.type != "cuda" else None)
+    cpu = device.type != "cuda"
+    return install_graphs(core, capture=CPU_GRAPH_CAPTURE if cpu else None,
+                          capture_inference=CPU_INFERENCE_CAPTURE if cpu else None)
 
 
 def _precision(optim: dict[str, Any], device: torch.device,

@@ -4,6 +4,9 @@
     # `rims analyze export --experiment E --mlflow-uri URI --out DIR_E` for E in copying_blank20 (the blank-20
     # sanity runs) and copying_blank10 (the blank-10 sanity run, the table, the ablations): write the CSVs
     python docs/results/copying_scaled_results.py --export DIR_copying_blank20 DIR_copying_blank10
+    # a sweep run in parts (e.g. by seed, one spec per part, across machines): merge each part's export into the
+    # committed CSVs, which keep every (sweep, family, seed) the export does not hold
+    python docs/results/copying_scaled_results.py --export DIR_part --merge
     # from the committed CSVs: print the tables, draw docs/figures/copying_scaled.png
     python docs/results/copying_scaled_results.py
 
@@ -60,7 +63,16 @@ def family(row: dict) -> str:
     return name + onehot
 
 
-def write_csvs(exports: list[Path]) -> None:
+def _merge(new: pa.Table, old: pa.Table, keep: list[bool]) -> pa.Table:
+    """new's rows, then old's rows where keep: old's columns cast to new's types where both have them."""
+    old = old.filter(pa.array(keep))
+    for name in set(old.column_names) & set(new.column_names):
+        i = old.column_names.index(name)
+        old = old.set_column(i, name, old[name].cast(new.schema.field(name).type))
+    return pa.concat_tables([new, old], promote_options="permissive")
+
+
+def write_csvs(exports: list[Path], merge: bool = False) -> None:
     runs = pa.concat_tables([pq.read_table(e / "runs.parquet") for e in exports], promote_options="permissive")
     runs = runs.filter(pc.invert(pc.is_null(runs["parent_run_id"])))
     if "rims.failure" in runs.column_names:  # stopped by the rule before the runner's fix (module docstring)
@@ -77,13 +89,23 @@ def write_csvs(exports: list[Path]) -> None:
     runs = runs.set_column(1, "sweep", pa.array(sweep))
     fam = [family(r) for r in runs.to_pylist()]
     runs = runs.add_column(2, "family", pa.array(fam))
-    pcsv.write_csv(runs.sort_by([("sweep", "ascending"), ("family", "ascending"), ("seed", "ascending")]), RUNS)
     hist = pa.concat_tables([pq.read_table(e / "metrics.parquet") for e in exports])
     key = hist["key"]
     wanted = pc.or_(pc.is_in(key, pa.array(["val/ce", "val/acc", "train/ce"])),
                     pc.or_(pc.starts_with(key, "eval/ce_blank"), pc.starts_with(key, "eval/acc_blank")))
     hist = hist.filter(pc.and_(wanted, pc.is_in(hist["run_id"], runs["run_id"]))).select(
         ["run_id", "key", "step", "value"])
+    if merge:  # the committed runs these exports do not hold (a sweep run in parts, by seed) stay, with histories
+        old_runs, old_hist = pcsv.read_csv(RUNS), pcsv.read_csv(HISTORIES)
+        new_keys = set(zip(runs["sweep"].to_pylist(), runs["family"].to_pylist(), runs["seed"].to_pylist(),
+                           strict=True))
+        keep = [k not in new_keys for k in zip(old_runs["sweep"].to_pylist(), old_runs["family"].to_pylist(),
+                                               old_runs["seed"].to_pylist(), strict=True)]
+        kept_ids = pa.array([r for r, k in zip(old_runs["run_id"].to_pylist(), keep, strict=True) if k])
+        print(f"kept {sum(keep)} committed runs not in the exports")
+        runs = _merge(runs, old_runs, keep)
+        hist = _merge(hist, old_hist, pc.is_in(old_hist["run_id"], kept_ids).to_pylist())
+    pcsv.write_csv(runs.sort_by([("sweep", "ascending"), ("family", "ascending"), ("seed", "ascending")]), RUNS)
     pcsv.write_csv(hist.sort_by([("run_id", "ascending"), ("key", "ascending"), ("step", "ascending")]), HISTORIES)
     print(f"wrote {RUNS} ({runs.num_rows} runs) and {HISTORIES} ({hist.num_rows} points)")
 
@@ -254,9 +276,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--export", type=Path, nargs="+", help="export folders (runs.parquet, metrics.parquet), one per "
                     "experiment: write the CSVs")
+    ap.add_argument("--merge", action="store_true", help="with --export: keep the committed runs (and their "
+                    "histories) of every (sweep, family, seed) the exports do not hold, e.g. a sweep run in parts")
     args = ap.parse_args()
     if args.export:
-        write_csvs(args.export)
+        write_csvs(args.export, merge=args.merge)
     runs, hist = pcsv.read_csv(RUNS).to_pylist(), pcsv.read_csv(HISTORIES)
     print(sanity_table(runs, hist))
     if any(r["sweep"] in TABLE_SWEEPS for r in runs):

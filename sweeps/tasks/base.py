@@ -96,9 +96,10 @@ class RLTask(RLTaskDeclaration, _Built, ABC):
 
     @abstractmethod
     def train(self, optim: dict[str, Any], seed: int, checkpoint_dir: Any, log: Any, report: Any,
-              save: Any, load: Any) -> None:
+              save: Any, load: Any, *, triton: bool = True, cuda_graph: bool = False) -> None:
         """Train until optim["max_steps"]; log(metrics, step) and report(metrics, checkpoint_dir) every
-        optim["eval_every"] steps, as the supervised trial loop does."""
+        optim["eval_every"] steps, as the supervised trial loop does. triton, cuda_graph: resources.triton and
+        resources.cuda_graph (what a RIM policy does on CUDA)."""
 
 
 class PPOTask(RLTask):
@@ -110,9 +111,10 @@ class PPOTask(RLTask):
         return None
 
     def train(self, optim: dict[str, Any], seed: int, checkpoint_dir: Any, log: Any, report: Any,
-              save: Any, load: Any) -> None:
+              save: Any, load: Any, *, triton: bool = True, cuda_graph: bool = False) -> None:
         from rllib_models.ppo import train_ppo  # RLlib is imported by RL trials only
 
         gpus = 1.0 if self.device.type == "cuda" else 0.0
         train_ppo(self.settings, self.model_settings, optim, seed, checkpoint_dir=checkpoint_dir, log=log,
-                  report=report, gpus=gpus, save=save, load=load, evaluate=self.evaluator())
+                  report=report, gpus=gpus, save=save, load=load, evaluate=self.evaluator(), triton=triton,
+                  cuda_graph=cuda_graph)

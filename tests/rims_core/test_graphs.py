@@ -1,9 +1,10 @@
 """GraphedRIM: whole-sequence CUDA graphs with bucketed shapes.
 
-Without a GPU the capture itself cannot run: these tests pass GraphedRIM a capture that returns the padded
-module uncaptured (a stand-in for torch.cuda.make_graphed_callables, the one mocked part), so everything around
-it runs for real: choosing and keeping graphs, padding time and batch, the valid mask, slicing back, the
-fallbacks. The `gpu` test at the end captures real graphs.
+Without a GPU the capture itself cannot run: these tests pass GraphedRIM captures that return the padded
+module uncaptured (stand-ins for torch.cuda.make_graphed_callables and, for calls without grad, for
+cuda_graph_inference: the one mocked part), so everything around them runs for real: choosing and keeping
+graphs, padding time and batch, the valid mask, packed input, slicing back, the fallbacks. The `gpu` tests
+capture real graphs.
 """
 
 from __future__ import annotations
@@ -26,6 +27,20 @@ def uncaptured(module, sample_args, num_warmup_iters=3):
         assert [a.shape for a in args] == shapes, "a graph replays only its captured shapes"
         assert [a.requires_grad for a in args] == [a.requires_grad for a in sample_args]
         return module(*args)
+    return run
+
+
+def static_buffers(module, sample_args, num_warmup_iters=3):
+    """cuda_graph_inference's contract without CUDA: the call's inputs are copied into buffers made at capture,
+    the module runs on those, and the caller gets copies of the outputs; only without grad."""
+    static = [a.detach().clone() for a in sample_args]
+
+    def run(*args):
+        assert not torch.is_grad_enabled(), "an inference graph serves calls without grad only"
+        for buf, a in zip(static, args, strict=True):
+            assert buf.shape == a.shape, "a graph replays only its captured shapes"
+            buf.copy_(a)
+        return tuple(o.clone() for o in module(*static))
     return run
 
 
@@ -103,29 +118,31 @@ def test_least_recently_used_graph_is_dropped_beyond_max_graphs():
     assert sorted(k[0] for k in graphed._graphs) == [10, 40] and graphed.captures == 3
 
 
-@pytest.mark.parametrize("case", ["eval", "no_grad", "packed", "unbatched", "trace", "cpu"])
+@pytest.mark.parametrize("case", ["eval", "no_grad", "inference_off", "unbatched", "trace", "cpu"])
 def test_the_rim_runs_eagerly_where_a_graph_cannot_serve(case):
+    """eval mode with grad; no grad without an inference capture (the CPU) or with inference=False; unbatched
+    input; a trace; a CPU tensor without a stand-in capture."""
     torch.manual_seed(0)
     rim = RIM(5, 12, num_units=3, top_k=2, **NO_DROPOUT).train()
-    graphed = GraphedRIM(rim, capture=None if case == "cpu" else uncaptured)
+    kw = {} if case == "cpu" else {"capture": uncaptured}
+    if case in ("eval", "inference_off"):
+        kw["capture_inference"] = static_buffers
+    graphed = GraphedRIM(rim, inference=case != "inference_off", **kw)
     x = torch.randn(6, 3, 5)
     kwargs = {}
     if case == "eval":
         graphed.eval()
-    elif case == "packed":
-        x = pack_padded_sequence(x, torch.tensor([6, 4, 2]))
     elif case == "unbatched":
         x = x[:, 0]
     elif case == "trace":
         kwargs = {"return_trace": True}
-    with torch.no_grad() if case == "no_grad" else torch.enable_grad():
+    with torch.no_grad() if case in ("no_grad", "inference_off") else torch.enable_grad():
         torch.manual_seed(1)
         got = graphed(x, **kwargs)
         torch.manual_seed(1)
         want = rim(x, **kwargs)
     assert graphed.captures == 0
-    a, b = (got[0].data, want[0].data) if case == "packed" else (got[0], want[0])
-    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(got[0], want[0])
 
 
 def test_a_failed_capture_leaves_the_rim_eager_and_says_why():
@@ -144,6 +161,13 @@ def test_a_failed_capture_leaves_the_rim_eager_and_says_why():
     assert graphed.status == "off: RuntimeError: operation not permitted when stream is capturing"
     graphed(x)
     assert graphed.captures == 0 and not graphed._graphs
+    # an inference capture that fails while a trace is asked for: the RIM's answer, trace included
+    rim.eval()
+    graphed = GraphedRIM(rim, capture_inference=fails)
+    with torch.no_grad():
+        got, want = graphed(x, return_trace=True), rim(x, return_trace=True)
+    assert len(got) == 3 and graphed.status.startswith("off: RuntimeError")
+    torch.testing.assert_close(got[2].active, want[2].active)
 
 
 def test_bucket_rounds_up_to_eight_sizes_per_octave():
@@ -225,3 +249,120 @@ def test_a_shape_whose_buckets_exceed_the_padding_bound_is_captured_exactly_once
     for _ in range(2):  # bucket(33)^2 = 36^2 is 19% more work than 33^2: captured at (33, 33), then replayed
         graphed(torch.randn(33, 33, 5))
     assert graphed.captures == 2 and (33, 33) in {k[:2] for k in graphed._graphs}
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("grad_mode", ["no_grad", "inference_mode"])
+def test_acting_steps_replay_an_inference_graph_and_carry_the_state_like_the_rim(cell, grad_mode):
+    """An RL policy's acting: T = 1, eval mode, no grad, the state carried for 2,000 steps. Every step's output
+    and state equal the RIM's; fewer envs (7 of 8) replay the 8-row graph; the state stays finite."""
+    torch.manual_seed(0)
+    rim = RIM(5, 12, num_units=3, top_k=2, cell=cell, batch_first=True).eval()
+    graphed = GraphedRIM(rim, capture=uncaptured, capture_inference=static_buffers)
+    ctx = torch.no_grad if grad_mode == "no_grad" else torch.inference_mode
+    with ctx():
+        for B in (8, 7):
+            hg = he = None
+            for t in range(2000 if B == 8 else 50):
+                x = torch.randn(B, 1, 5) * (1 + t % 7)
+                out_g, hg = graphed(x, hg)
+                out_e, he = rim(x, he)
+                torch.testing.assert_close(out_g, out_e)
+                for a, b in zip(hg if isinstance(hg, tuple) else (hg,), he if isinstance(he, tuple) else (he,),
+                                strict=True):
+                    torch.testing.assert_close(a, b)
+            assert all(torch.isfinite(s).all() and s.abs().max() < 50
+                       for s in (hg if isinstance(hg, tuple) else (hg,)))
+    assert graphed.captures == 1 and [k[:2] for k in graphed._graphs] == [(1, 8)]
+    assert graphed._graphs.popitem()[0][4] == ("infer", False, grad_mode == "inference_mode", None, False)
+
+
+def test_no_grad_in_training_mode_and_in_eval_mode_get_graphs_of_their_own():
+    """Evaluation in a training loop: the training graph, then no-grad calls in eval and in training mode,
+    each a graph of its own kind, each equal to the RIM (dropout off, ties by index)."""
+    torch.manual_seed(0)
+    rim = deterministic(RIM(5, 12, num_units=3, top_k=2, **NO_DROPOUT).train())
+    graphed = GraphedRIM(rim, capture=uncaptured, capture_inference=static_buffers)
+    x = torch.randn(10, 4, 5)
+    graphed(x)[0].sum().backward()
+    with torch.no_grad():
+        for mode in (False, True):
+            rim.train(mode)
+            torch.testing.assert_close(graphed(x)[0], rim(x)[0])
+    assert graphed.captures == 3
+    assert sorted(str(k[4][:2]) for k in graphed._graphs) == ["('infer', False)", "('infer', True)",
+                                                              "(False, False)"]
+
+
+@pytest.mark.parametrize("kind", ["train", "infer"])
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_packed_sequences_are_served_by_a_graph_with_their_own_valid_mask(kind, cell):
+    """A packed batch (an RL learner's padded sequences): output data, final states (each sequence's state at
+    its own last step) and the gradients of the parameters, x and hx equal the RIM's packed path."""
+    torch.manual_seed(0)
+    rim = deterministic(RIM(5, 12, 1, bidirectional=True, num_units=3, top_k=2, cell=cell, **NO_DROPOUT).train())
+    graphed = GraphedRIM(rim, capture=uncaptured, capture_inference=static_buffers)
+    x = torch.randn(9, 4, 5, requires_grad=kind == "train")
+    lengths = torch.tensor([9, 3, 7, 1])
+    h0 = torch.randn(2, 4, 12, requires_grad=kind == "train")
+    hx = (h0, torch.randn(2, 4, 12)) if cell == "lstm" else h0
+    with torch.enable_grad() if kind == "train" else torch.no_grad():  # a packing each: autograd frees its graph
+        got = graphed(pack_padded_sequence(x, lengths, enforce_sorted=False), hx)
+        want = rim(pack_padded_sequence(x, lengths, enforce_sorted=False), hx)
+    assert graphed.captures == 1 and graphed._graphs.popitem()[0][:2] == (9, 4)
+    torch.testing.assert_close(got[0].data, want[0].data)
+    assert torch.equal(got[0].batch_sizes, want[0].batch_sizes)
+    assert torch.equal(got[0].unsorted_indices, want[0].unsorted_indices)
+    states = [(a, b) for a, b in zip(*(s if isinstance(s, tuple) else (s,) for s in (got[1], want[1])),
+                                     strict=True)]
+    for a, b in states:
+        torch.testing.assert_close(a, b)
+    if kind == "train":
+        for g1, g2 in zip(grads_of(rim, got[0].data, got[1], [x, h0]), grads_of(rim, want[0].data, want[1], [x, h0]),
+                          strict=True):
+            torch.testing.assert_close(g1, g2)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA; run on a GPU machine: pytest -m gpu")
+def test_real_inference_graphs_match_the_rim_over_acting_steps_on_cuda():
+    torch.manual_seed(0)
+    rim = RIM(8, 24, num_units=3, top_k=2, batch_first=True, device="cuda").eval()
+    graphed = GraphedRIM(rim)
+    with torch.inference_mode():
+        hg = he = None
+        for _ in range(500):
+            x = torch.randn(16, 1, 8, device="cuda")
+            out_g, hg = graphed(x, hg)
+            out_e, he = rim(x, he)
+            torch.testing.assert_close(out_g, out_e, rtol=1e-4, atol=1e-5)
+    assert graphed.status == "graphs" and graphed.captures == 1
+
+
+@pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize("comm", [True, False])
+def test_without_grad_traces_and_trace_hooks_come_from_the_graph_as_the_rim_gives_them(packed, comm):
+    """An acting step that collects unit selections (return_trace) and a trace hook: the graph returns the
+    trace's tensors, equal to the RIM's (active units, both attentions; None without communication)."""
+    torch.manual_seed(0)
+    rim = RIM(5, 12, 2, num_units=3, top_k=2, comm={"enabled": comm}).eval()
+    graphed = GraphedRIM(rim, capture=uncaptured, capture_inference=static_buffers)
+    x, lengths = torch.randn(7, 4, 5), torch.tensor([7, 2, 5, 1])
+    seen = []
+    with torch.no_grad():
+        args = (pack_padded_sequence(x, lengths, enforce_sorted=False),) if packed else (x,)
+        got = graphed(*args, return_trace=True)
+        want = rim(*args, return_trace=True)
+        handle = rim.register_trace_hook(lambda m, tr: seen.append(tr))
+        graphed(*args)
+        assert graphed.captures == 1 and len(seen) == 1  # a hook wants the trace too: the same graph serves it
+        handle.remove()
+        graphed(*args)
+    assert graphed.captures == 2 and len(seen) == 1  # without a trace: a graph that leaves it out
+    for field in ("active", "input_attention", "comm_attention"):
+        a, b = getattr(got[2], field), getattr(want[2], field)
+        assert (a is None) == (b is None) == (field == "comm_attention" and not comm)
+        if a is not None:
+            torch.testing.assert_close(a, b)
+            torch.testing.assert_close(getattr(seen[0], field), b)
+    assert want[2].active.shape == (2, 7, 4, 3) and got[2].active.dtype == torch.bool

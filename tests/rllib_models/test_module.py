@@ -8,6 +8,7 @@ import pytest
 import torch
 from ray.rllib.core.columns import Columns
 
+from rllib_models import torch_core
 from rllib_models.catalog import RIMModelV2
 from rllib_models.config import ModelConfigError
 from rllib_models.module import RIMRLModule, rims_module_spec
@@ -148,3 +149,69 @@ def test_on_a_cpu_the_policy_decides_nothing():
     with torch.no_grad():
         m.forward_exploration({Columns.OBS: torch.randn(1, 1, 5), Columns.STATE_IN: batched_state(m, 1)})
     assert m.core.triton_status is None and [c.use_triton for c in m.core.rim.cells] == [False]
+
+
+def uncaptured(module, sample_args, num_warmup_iters=3):
+    """Stand-in for torch.cuda.make_graphed_callables on a CPU: the module, uncaptured."""
+    return module
+
+
+def static_buffers(module, sample_args, num_warmup_iters=3):
+    """Stand-in for rims_core.graphs.cuda_graph_inference on a CPU: inputs copied into buffers made at capture,
+    outputs returned as copies, only without grad."""
+    static = [a.detach().clone() for a in sample_args]
+
+    def run(*args):
+        assert not torch.is_grad_enabled()
+        for buf, a in zip(static, args, strict=True):
+            buf.copy_(a)
+        return tuple(o.clone() for o in module(*static))
+    return run
+
+
+def test_cuda_graph_serves_acting_and_learning_as_the_eager_policy_does(monkeypatch):
+    """model_config cuda_graph, with CPU stand-ins for the captures (the one mocked part; a GPU captures real
+    ones): 300 acting steps with the state fed back (exploration, which collects the unit selections) replay
+    one inference graph, and a learner pass over zero-padded sequences (SEQ_LENS) one training graph; logits,
+    states, selection statistics and every gradient are the eager policy's, and the state_dict keys stay."""
+    monkeypatch.setattr(torch_core, "CPU_GRAPH_CAPTURES", (uncaptured, static_buffers))
+    eager, graphed = module(), module(cuda_graph=True)
+    B = 4
+    se, sg = batched_state(eager, B), batched_state(graphed, B)
+    with torch.no_grad():
+        for _ in range(300):
+            obs = torch.randn(B, 1, 5) * 3
+            oe = eager.forward_exploration({Columns.OBS: obs, Columns.STATE_IN: se})
+            og = graphed.forward_exploration({Columns.OBS: obs, Columns.STATE_IN: sg})
+            torch.testing.assert_close(og[Columns.ACTION_DIST_INPUTS], oe[Columns.ACTION_DIST_INPUTS])
+            se, sg = oe[Columns.STATE_OUT], og[Columns.STATE_OUT]
+            for k in se:
+                torch.testing.assert_close(sg[k], se[k])
+    assert all(torch.isfinite(v).all() for v in sg.values())
+    assert graphed.core.selection_stats() == eager.core.selection_stats() != {}
+    assert graphed.core.graph_status == "graphs, 1 captured"
+    state = {k: torch.randn(3, *v.shape[1:]) * 0.5 for k, v in se.items()}
+    batch = {Columns.OBS: torch.randn(3, 8, 5), Columns.STATE_IN: state, Columns.SEQ_LENS: torch.tensor([8, 5, 2])}
+    grads = []
+    for m in (eager, graphed):
+        out = m.forward_train(batch)
+        loss = (out[Columns.ACTION_DIST_INPUTS].sin().sum() + m.compute_values(batch, out[Columns.EMBEDDINGS]).sum()
+                + sum((v * v).sum() for v in out[Columns.STATE_OUT].values()))
+        grads.append((out, torch.autograd.grad(loss, list(m.parameters()))))
+    (oe, ge), (og, gg) = grads
+    torch.testing.assert_close(og[Columns.ACTION_DIST_INPUTS], oe[Columns.ACTION_DIST_INPUTS])
+    for k in oe[Columns.STATE_OUT]:
+        torch.testing.assert_close(og[Columns.STATE_OUT][k], oe[Columns.STATE_OUT][k])
+    for a, b in zip(gg, ge, strict=True):
+        torch.testing.assert_close(a, b)
+    assert graphed.core.graph_status == "graphs, 2 captured"
+    assert list(graphed.state_dict()) == list(eager.state_dict())
+
+
+def test_without_the_setting_or_a_gpu_the_policy_installs_no_graphs(monkeypatch):
+    for cpu_captures, flag in ((None, True), ((uncaptured, static_buffers), False)):
+        monkeypatch.setattr(torch_core, "CPU_GRAPH_CAPTURES", cpu_captures)
+        m = module(cuda_graph=flag)
+        with torch.no_grad():
+            m.forward_exploration({Columns.OBS: torch.randn(2, 1, 5), Columns.STATE_IN: batched_state(m, 2)})
+        assert m.core.graph_status is None and m.core.graphs is None and "forward" not in vars(m.core.rim)

@@ -39,6 +39,18 @@ def changed(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return any(not torch.equal(a[k], b[k]) for k in a)
 
 
+def test_resources_triton_and_cuda_graph_reach_the_rim_policys_model_config():
+    """The sweeps' resources.triton and resources.cuda_graph decide what a RIM policy does on CUDA; RLlib's LSTM
+    has no such keys (its model_config would refuse them)."""
+    for triton, graph in ((True, False), (False, True)):
+        spec = build_ppo_config(TINY, RIMS, lr=2.5e-4, minibatch_size=32, grad_clip=0.5, total_steps=64, seed=0,
+                                triton=triton, cuda_graph=graph).get_rl_module_spec()
+        assert (spec.model_config["triton"], spec.model_config["cuda_graph"]) == (triton, graph)
+    lstm = build_ppo_config(TINY, {"kind": "lstm", "hidden_size": 32}, lr=2.5e-4, minibatch_size=32, grad_clip=0.5,
+                            total_steps=64, seed=0, cuda_graph=True).get_rl_module_spec()
+    assert "cuda_graph" not in lstm.model_config and "triton" not in lstm.model_config
+
+
 def test_one_iteration_new_stack_rim_module(local_ray):
     from rllib_models.module import RIMRLModule
 

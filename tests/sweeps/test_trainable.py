@@ -133,6 +133,27 @@ def test_a_non_finite_rl_loss_ends_the_trial_as_a_supervised_one_does(tmp_path, 
     assert run.data.tags["rims.failure"] == "non-finite PPO loss (nan) at env step 128"
 
 
+@pytest.mark.parametrize(("resources", "expected"), [({}, (True, False)),
+                                                      ({"triton": False, "cuda_graph": True}, (False, True))])
+def test_an_rl_trial_passes_resources_triton_and_cuda_graph_to_ppo(tmp_path, ctx, monkeypatch, resources, expected):
+    """resources.triton and resources.cuda_graph reach train_ppo (here a stand-in, in-process), which puts them in
+    the RIM policy's model_config (tests/rllib_models/test_ppo.py)."""
+    seen = []
+
+    def train_ppo(settings, model, optim, seed, *, checkpoint_dir, log, report, triton, cuda_graph, **_):
+        seen.append((triton, cuda_graph))
+        report({"train/loss": 0.5, "step": 64.0}, None)
+
+    monkeypatch.setattr("rllib_models.ppo.train_ppo", train_ppo)
+    rl = {"name": "rl", "task": {"name": "atari", "env": "ALE/Pong-v5"}, "model": {"hidden_size": 36},
+          "resources": resources}
+    spec = load_spec(rl)
+    run_trial(resolve({**base_config(spec), "seed": 0}),
+              {**ctx, "triton": spec.resources.triton, "cuda_graph": spec.resources.cuda_graph}, trial_id="rl",
+              checkpoint_dir=None, report=lambda m, d: None)
+    assert seen == [expected]
+
+
 @pytest.mark.slow
 def test_rims_eval_reevaluates_a_finished_trial_on_new_conditions(tmp_path, ctx):
     import subprocess
