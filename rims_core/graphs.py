@@ -135,6 +135,11 @@ class GraphedRIM(nn.Module):
         #: how many graphs were captured so far (a counter for tests and the trainable's tags)
         self.captures = 0
 
+    @property
+    def summary(self) -> str:
+        """"graphs, N captured" while graphs serve, else status ("off: why")."""
+        return f"graphs, {self.captures} captured" if self.status == "graphs" else self.status
+
     def __getattr__(self, name: str) -> Any:  # the RIM's attributes (config, hidden_size, ...) read through
         try:
             return super().__getattr__(name)

@@ -142,9 +142,7 @@ class RIMPolicyCore(nn.Module):
         """model_config cuda_graph's state: None (off, or no CUDA forward yet), "graphs, N captured" or "off: why"
         (a capture failed; the RIM runs eagerly)."""
         g: GraphedRIM | None = self.graphs
-        if g is None:
-            return None
-        return g.status if g.status != "graphs" else f"graphs, {g.captures} captured"
+        return None if g is None else g.summary
 
     def value(self, embeddings: Tensor) -> Tensor:
         """embeddings (B, T, Hd) -> values (B, T)."""

@@ -220,6 +220,7 @@ def _train(task: Any, model: torch.nn.Module, opt: torch.optim.Optimizer,
     sums: dict[str, float] = {}
     n, t0 = 0, time.perf_counter()
     batch = None
+    graph_tag = None  # the rims.cuda_graph tag last set (a failed capture says why)
     while step < max_steps:
         model.train()
         batch = task.sample_batch(optim["batch_size"], gen)
@@ -243,9 +244,9 @@ def _train(task: Any, model: torch.nn.Module, opt: torch.optim.Optimizer,
                 metrics.update(task.evaluate(model))
                 metrics.update(task.selection_stats(model, batch))
             metrics["sys/steps_per_s"] = n / elapsed
-            if graphs is not None:  # how the graphs fared so far (a failed capture says why)
-                tracker.set_tags({TAG_CUDA_GRAPH: graphs.status if graphs.status != "graphs"
-                                  else f"graphs, {graphs.captures} captured"})
+            if graphs is not None and graphs.summary != graph_tag:  # how the graphs fared so far, when it changed
+                graph_tag = graphs.summary
+                tracker.set_tags({TAG_CUDA_GRAPH: graph_tag})
             metrics["train/lr"] = opt.param_groups[0]["lr"]  # the rate these steps trained with
             metrics["step"] = step
             if schedule is not None:  # after logging the rate used: the drop applies to the next steps

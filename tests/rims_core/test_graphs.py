@@ -107,7 +107,7 @@ def test_counts_one_capture_per_kind_of_call_and_none_for_repeats():
         out.sum().backward()
     assert graphed.captures == 1
     graphed(torch.randn(10, 4, 5, requires_grad=True))  # x requiring grad: a different graph
-    assert graphed.captures == 2
+    assert graphed.captures == 2 and graphed.summary == "graphs, 2 captured"
 
 
 def test_least_recently_used_graph_is_dropped_beyond_max_graphs():
@@ -160,7 +160,7 @@ def test_a_failed_capture_leaves_the_rim_eager_and_says_why():
     torch.testing.assert_close(out, rim(x)[0])
     assert graphed.status == "off: RuntimeError: operation not permitted when stream is capturing"
     graphed(x)
-    assert graphed.captures == 0 and not graphed._graphs
+    assert graphed.captures == 0 and not graphed._graphs and graphed.summary == graphed.status
     # an inference capture that fails while a trace is asked for: the RIM's answer, trace included
     rim.eval()
     graphed = GraphedRIM(rim, capture_inference=fails)
