@@ -56,9 +56,13 @@ class RIMRLModule(TorchRLModule, ValueFunctionAPI):
                                        seq_lens=batch.get(Columns.SEQ_LENS))
         return emb, {Columns.ACTION_DIST_INPUTS: logits, Columns.STATE_OUT: state}
 
+    # acting (inference and exploration) never backpropagates, but RLlib 2.60's env runner calls these with grad
+    # enabled: without grad here, no autograd graph is built per env step, and CUDA graphs can serve the step
+    @torch.no_grad()
     def _forward(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         return self._run(batch, collect=False)[1]
 
+    @torch.no_grad()
     def _forward_exploration(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         # sampling steps (T = 1): the unit selections the env runner sees feed rims/active_frac/<k>
         return self._run(batch, collect=True)[1]

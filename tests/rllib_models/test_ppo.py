@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import ray
 import torch
+from ray.rllib.core import DEFAULT_MODULE_ID
 
 from rllib_models.ppo import PPOSettings, build_ppo_config, train_ppo
 from sweeps.trial import load_checkpoint, save_checkpoint
@@ -49,6 +50,49 @@ def test_resources_triton_and_cuda_graph_reach_the_rim_policys_model_config():
     lstm = build_ppo_config(TINY, {"kind": "lstm", "hidden_size": 32}, lr=2.5e-4, minibatch_size=32, grad_clip=0.5,
                             total_steps=64, seed=0, cuda_graph=True).get_rl_module_spec()
     assert "cuda_graph" not in lstm.model_config and "triton" not in lstm.model_config
+
+
+def _uncaptured(module, sample_args, num_warmup_iters=3):
+    return module
+
+
+def _static_buffers(module, sample_args, num_warmup_iters=3):
+    static = [a.detach().clone() for a in sample_args]
+
+    def run(*args):
+        for buf, a in zip(static, args, strict=True):
+            buf.copy_(a)
+        return tuple(o.clone() for o in module(*static))
+    return run
+
+
+@pytest.mark.slow
+def test_one_iteration_with_cuda_graph_samples_and_learns_as_without(local_ray, monkeypatch):
+    """model_config cuda_graph through a real PPO iteration (local env runner and learner, in this process), with
+    CPU stand-ins for the captures (the one mocked part; rllib_models.torch_core.CPU_GRAPH_CAPTURES): the env
+    runner's acting steps and the learner's padded sequences go through the graphs, and the iteration ends with
+    the weights of the same iteration without them."""
+    from rllib_models import torch_core
+
+    monkeypatch.setattr(torch_core, "CPU_GRAPH_CAPTURES", (_uncaptured, _static_buffers))
+    after, status = {}, {}
+    for graph in (False, True):
+        algo = build_ppo_config(TINY, {**RIMS, "input_attention": {"dropout": 0.0}, "comm": {"dropout": 0.0}},
+                                lr=2.5e-4, minibatch_size=32, grad_clip=0.5, total_steps=64, seed=0,
+                                cuda_graph=graph).build_algo()
+        try:
+            algo.train()
+            after[graph] = weights(algo.get_module())
+            learner = algo.learner_group._learner.module[DEFAULT_MODULE_ID]  # the local learner's own copy
+            status[graph] = (algo.env_runner.module.core.graph_status, learner.core.graph_status)
+        finally:
+            algo.stop()
+    assert status[False] == (None, None)
+    actor, learner = status[True]
+    assert actor == "graphs, 1 captured"  # 2 envs, one step each call: one inference graph (with the trace)
+    assert learner.startswith("graphs, ") and learner != "graphs, 0 captured"
+    for k, v in after[False].items():
+        torch.testing.assert_close(after[True][k], v, msg=k)
 
 
 def test_one_iteration_new_stack_rim_module(local_ray):
