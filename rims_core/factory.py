@@ -7,16 +7,20 @@ branches on the kind.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
+import torch
 from torch import nn
+from torch.nn.utils.rnn import PackedSequence
 
 from .config import MODEL_KINDS, RIM_ONLY_KEYS
 from .rim import RIM
 from .rmc import RelationalMemory
 from .transformer import TransformerCore
 
-__all__ = ["KIND_SETTINGS", "build_recurrent", "count_parameters", "macs_per_step"]
+__all__ = ["KIND_SETTINGS", "AutocastSafeLSTM", "build_recurrent", "count_parameters", "cpu_autocast_lstm_supported",
+           "macs_per_step"]
 
 # The keyword settings each kind accepts besides the common ones (each module's docstring gives their defaults)
 KIND_SETTINGS: dict[str, tuple[str, ...]] = {
@@ -41,9 +45,10 @@ def build_recurrent(
 ) -> nn.Module:
     """A recurrent core by ``model.kind``.
 
-    ``rims`` -> RIM, ``lstm`` -> nn.LSTM, ``gru`` -> nn.GRU, ``transformer`` -> TransformerCore (causal,
-    pre-LN, d_model = hidden_size, num_layers blocks, 4 heads, sinusoidal positions, a sliding window of 1024
-    tokens), ``rmc`` -> RelationalMemory (4 slots, 4 heads, head size hidden_size // 16, output hidden_size).
+    ``rims`` -> RIM, ``lstm`` -> nn.LSTM (as AutocastSafeLSTM), ``gru`` -> nn.GRU, ``transformer`` ->
+    TransformerCore (causal, pre-LN, d_model = hidden_size, num_layers blocks, 4 heads, sinusoidal positions, a
+    sliding window of 1024 tokens), ``rmc`` -> RelationalMemory (4 slots, 4 heads, head size hidden_size // 16,
+    output hidden_size).
 
     settings are the kind's own (KIND_SETTINGS): num_units, top_k, cell, selection, input_attention, comm for
     ``rims``; heads, ff_mult, max_context for ``transformer``; mem_slots, num_heads, head_size, num_blocks,
@@ -71,8 +76,37 @@ def build_recurrent(
               "bidirectional": bidirectional}
     if kind == "rims":
         return RIM(input_size, hidden_size, **common, **settings)
-    cls = nn.LSTM if kind == "lstm" else nn.GRU
+    cls = AutocastSafeLSTM if kind == "lstm" else nn.GRU
     return cls(input_size, hidden_size, **common)
+
+
+@functools.cache
+def cpu_autocast_lstm_supported(dtype: torch.dtype = torch.bfloat16) -> bool:
+    """Whether this CPU runs nn.LSTM under torch.autocast("cpu", dtype): oneDNN's low-precision LSTM needs CPU
+    instructions some machines lack (seen: an AMD EPYC without AVX-512 raises "could not create a primitive
+    descriptor for the LSTM forward propagation primitive"). Checked once per dtype on a tiny LSTM."""
+    try:
+        with torch.autocast("cpu", dtype=dtype):
+            nn.LSTM(2, 2)(torch.zeros(1, 1, 2))
+    except RuntimeError:
+        return False
+    return True
+
+
+class AutocastSafeLSTM(nn.LSTM):
+    """nn.LSTM (the same parameters, state_dict keys and contract; isinstance nn.LSTM) that, under CPU autocast
+    on a CPU without a low-precision LSTM kernel (cpu_autocast_lstm_supported), runs its recurrence in fp32
+    instead of failing; the layers around it stay under autocast. Everywhere else it is nn.LSTM."""
+
+    def forward(self, input: Any, hx: Any = None) -> Any:
+        data = input.data if isinstance(input, PackedSequence) else input
+        if data.device.type != "cpu" or not torch.is_autocast_enabled("cpu") \
+                or cpu_autocast_lstm_supported(torch.get_autocast_dtype("cpu")):
+            return super().forward(input, hx)
+        input = input._replace(data=data.float()) if isinstance(input, PackedSequence) else input.float()
+        hx = None if hx is None else tuple(h.float() for h in hx)
+        with torch.autocast("cpu", enabled=False):
+            return super().forward(input, hx)
 
 
 def count_parameters(module: nn.Module) -> int:

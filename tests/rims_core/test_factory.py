@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
 
 from rims_core import (
     MODEL_KINDS,
@@ -13,10 +14,12 @@ from rims_core import (
     TransformerCore,
     build_recurrent,
     count_parameters,
+    factory,
     macs_per_step,
 )
 
-CLASSES = {"rims": RIM, "lstm": nn.LSTM, "gru": nn.GRU, "transformer": TransformerCore, "rmc": RelationalMemory}
+CLASSES = {"rims": RIM, "lstm": factory.AutocastSafeLSTM, "gru": nn.GRU, "transformer": TransformerCore,
+           "rmc": RelationalMemory}
 
 
 def test_kinds_build_the_right_module_with_one_contract():
@@ -110,3 +113,48 @@ def test_rmc_macs_count_each_map_on_the_rows_it_acts_on():
         expected += 2 * sum(R * m.weight.numel() for m in layer.modules() if id(m) in per_row)  # two blocks
         expected += 2 * 2 * R * R * M + out.weight.numel()  # scores and read per block; the output map
     assert macs_per_step(core) == expected
+
+
+def test_the_lstm_kind_is_an_nn_lstm_with_its_parameters_and_keys():
+    m = build_recurrent("lstm", 5, 8, num_layers=2)
+    assert isinstance(m, nn.LSTM) and list(m.state_dict()) == list(nn.LSTM(5, 8, 2).state_dict())
+
+
+def test_the_probe_says_whether_nn_lstm_runs_under_cpu_autocast_and_the_lstm_kind_runs_either_way():
+    """On a CPU with a bf16 LSTM kernel the lstm kind runs it (bf16 output); on one without (seen: an AMD EPYC
+    without AVX-512, where nn.LSTM under autocast raises) it runs in fp32 instead of failing."""
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            nn.LSTM(3, 3)(torch.zeros(2, 1, 3))
+        ran = True
+    except RuntimeError:
+        ran = False
+    assert factory.cpu_autocast_lstm_supported(torch.bfloat16) is ran
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, _ = build_recurrent("lstm", 3, 4)(torch.randn(6, 2, 3))
+    assert torch.isfinite(out).all() and out.dtype == (torch.bfloat16 if ran else torch.float32)
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_without_a_cpu_bf16_lstm_kernel_the_lstm_kind_runs_in_fp32_under_autocast(monkeypatch, packed):
+    """The fallback (forced here, whatever this CPU has): outputs, states and gradients are the fp32 LSTM's,
+    for plain and packed input and an fp32 or bf16 initial state."""
+    monkeypatch.setattr(factory, "cpu_autocast_lstm_supported", lambda dtype=torch.bfloat16: False)
+    torch.manual_seed(0)
+    m = build_recurrent("lstm", 5, 8)
+    x, lengths = torch.randn(7, 3, 5), torch.tensor([7, 4, 2])
+    hx = (torch.randn(1, 3, 8), torch.randn(1, 3, 8).bfloat16())
+
+    def call(module_forward, x):
+        inp = pack_padded_sequence(x, lengths, enforce_sorted=False) if packed else x
+        out, (h, c) = module_forward(inp, hx)
+        return (out.data if packed else out), h, c
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = call(m, x)
+    want = call(lambda i, s: nn.LSTM.forward(m, i, tuple(t.float() for t in s)), x)
+    for a, b in zip(got, want, strict=True):
+        assert a.dtype == torch.float32
+        torch.testing.assert_close(a, b)
+    grads = torch.autograd.grad(got[0].sum(), list(m.parameters()))
+    assert all(torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
