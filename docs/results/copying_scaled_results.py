@@ -69,7 +69,9 @@ def _merge(new: pa.Table, old: pa.Table, keep: list[bool]) -> pa.Table:
     for name in set(old.column_names) & set(new.column_names):
         i = old.column_names.index(name)
         old = old.set_column(i, name, old[name].cast(new.schema.field(name).type))
-    return pa.concat_tables([new, old], promote_options="permissive")
+    merged = pa.concat_tables([new, old], promote_options="permissive")
+    order = [c for c in old.column_names if c in merged.column_names]  # the committed column order, then new ones
+    return merged.select(order + [c for c in merged.column_names if c not in order])
 
 
 def write_csvs(exports: list[Path], merge: bool = False) -> None:
@@ -96,7 +98,9 @@ def write_csvs(exports: list[Path], merge: bool = False) -> None:
     hist = hist.filter(pc.and_(wanted, pc.is_in(hist["run_id"], runs["run_id"]))).select(
         ["run_id", "key", "step", "value"])
     if merge:  # the committed runs these exports do not hold (a sweep run in parts, by seed) stay, with histories
-        old_runs, old_hist = pcsv.read_csv(RUNS), pcsv.read_csv(HISTORIES)
+        empty_is_null = pcsv.ConvertOptions(strings_can_be_null=True)  # as the exports' missing settings
+        old_runs = pcsv.read_csv(RUNS, convert_options=empty_is_null)
+        old_hist = pcsv.read_csv(HISTORIES, convert_options=empty_is_null)
         new_keys = set(zip(runs["sweep"].to_pylist(), runs["family"].to_pylist(), runs["seed"].to_pylist(),
                            strict=True))
         keep = [k not in new_keys for k in zip(old_runs["sweep"].to_pylist(), old_runs["family"].to_pylist(),
