@@ -172,8 +172,8 @@ class ResourcesSpec(_Strict):
                          "check against the torch step at the trial's start (tag rims.triton); false: never")
     cuda_graph: bool = Field(False, description="on CUDA, replay a RIM trial's training forward and backward, and "
                              "its evaluations, as whole-sequence CUDA graphs, shapes bucketed "
-                             "(rims_core.install_graphs; tag "
-                             "rims.cuda_graph); off by default until measured on a GPU with the Triton step")
+                             "(rims_core.install_graphs; tag rims.cuda_graph; PPO: the policy's acting steps and "
+                             "learner passes); off by default until measured on a GPU with the Triton step")
 
 
 class SweepSpec(_Strict):
