@@ -16,32 +16,9 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from rims_core import RIM
 from rims_core.graphs import GraphedRIM, bucket, install_graphs
 
+from ..graph_captures import static_buffers, uncaptured
+
 NO_DROPOUT = {"input_attention": {"dropout": 0.0}, "comm": {"dropout": 0.0}}
-
-
-def uncaptured(module, sample_args, num_warmup_iters=3):
-    """make_graphed_callables' contract without CUDA: a callable over the sample's shapes (checked)."""
-    shapes = [a.shape for a in sample_args]
-
-    def run(*args):
-        assert [a.shape for a in args] == shapes, "a graph replays only its captured shapes"
-        assert [a.requires_grad for a in args] == [a.requires_grad for a in sample_args]
-        return module(*args)
-    return run
-
-
-def static_buffers(module, sample_args, num_warmup_iters=3):
-    """cuda_graph_inference's contract without CUDA: the call's inputs are copied into buffers made at capture,
-    the module runs on those, and the caller gets copies of the outputs; only without grad."""
-    static = [a.detach().clone() for a in sample_args]
-
-    def run(*args):
-        assert not torch.is_grad_enabled(), "an inference graph serves calls without grad only"
-        for buf, a in zip(static, args, strict=True):
-            assert buf.shape == a.shape, "a graph replays only its captured shapes"
-            buf.copy_(a)
-        return tuple(o.clone() for o in module(*static))
-    return run
 
 
 def grads_of(rim, out, state, leaves):

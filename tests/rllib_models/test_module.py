@@ -13,6 +13,8 @@ from rllib_models.catalog import RIMModelV2
 from rllib_models.config import ModelConfigError
 from rllib_models.module import RIMRLModule, rims_module_spec
 
+from ..graph_captures import static_buffers, uncaptured
+
 FRAME = gym.spaces.Box(-1.0, 1.0, (84, 84, 1), np.float32)
 VECTOR = gym.spaces.Box(-1.0, 1.0, (5,), np.float32)
 ACTIONS = gym.spaces.Discrete(6)
@@ -149,24 +151,6 @@ def test_on_a_cpu_the_policy_decides_nothing():
     with torch.no_grad():
         m.forward_exploration({Columns.OBS: torch.randn(1, 1, 5), Columns.STATE_IN: batched_state(m, 1)})
     assert m.core.triton_status is None and [c.use_triton for c in m.core.rim.cells] == [False]
-
-
-def uncaptured(module, sample_args, num_warmup_iters=3):
-    """Stand-in for torch.cuda.make_graphed_callables on a CPU: the module, uncaptured."""
-    return module
-
-
-def static_buffers(module, sample_args, num_warmup_iters=3):
-    """Stand-in for rims_core.graphs.cuda_graph_inference on a CPU: inputs copied into buffers made at capture,
-    outputs returned as copies, only without grad."""
-    static = [a.detach().clone() for a in sample_args]
-
-    def run(*args):
-        assert not torch.is_grad_enabled()
-        for buf, a in zip(static, args, strict=True):
-            buf.copy_(a)
-        return tuple(o.clone() for o in module(*static))
-    return run
 
 
 def test_cuda_graph_serves_acting_and_learning_as_the_eager_policy_does(monkeypatch):

@@ -15,6 +15,8 @@ from ray.rllib.core import DEFAULT_MODULE_ID
 from rllib_models.ppo import PPOSettings, build_ppo_config, train_ppo
 from sweeps.trial import load_checkpoint, save_checkpoint
 
+from ..graph_captures import static_buffers, uncaptured
+
 pytestmark = pytest.mark.integration
 
 TINY = PPOSettings(env="ALE/Pong-v5", num_envs=2, rollout_length=32, num_epochs=1, eval_episodes=1, max_seq_len=16)
@@ -52,20 +54,6 @@ def test_resources_triton_and_cuda_graph_reach_the_rim_policys_model_config():
     assert "cuda_graph" not in lstm.model_config and "triton" not in lstm.model_config
 
 
-def _uncaptured(module, sample_args, num_warmup_iters=3):
-    return module
-
-
-def _static_buffers(module, sample_args, num_warmup_iters=3):
-    static = [a.detach().clone() for a in sample_args]
-
-    def run(*args):
-        for buf, a in zip(static, args, strict=True):
-            buf.copy_(a)
-        return tuple(o.clone() for o in module(*static))
-    return run
-
-
 @pytest.mark.slow
 def test_one_iteration_with_cuda_graph_samples_and_learns_as_without(local_ray, monkeypatch):
     """model_config cuda_graph through a real PPO iteration (local env runner and learner, in this process), with
@@ -74,7 +62,7 @@ def test_one_iteration_with_cuda_graph_samples_and_learns_as_without(local_ray, 
     the weights of the same iteration without them."""
     from rllib_models import torch_core
 
-    monkeypatch.setattr(torch_core, "CPU_GRAPH_CAPTURES", (_uncaptured, _static_buffers))
+    monkeypatch.setattr(torch_core, "CPU_GRAPH_CAPTURES", (uncaptured, static_buffers))
     after, status = {}, {}
     for graph in (False, True):
         algo = build_ppo_config(TINY, {**RIMS, "input_attention": {"dropout": 0.0}, "comm": {"dropout": 0.0}},

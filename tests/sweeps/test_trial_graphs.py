@@ -16,15 +16,12 @@ import sweeps.trial
 from sweeps.keys import TAG_CUDA_GRAPH
 from sweeps.spec import load_spec
 
+from ..graph_captures import uncaptured
 from .logged import logged_trial
 
 SPEC = {"name": "t", "task": {"name": "copying", "blank": 2, "test_blanks": [4], "eval_size": 8},
         "model": {"kind": "rims", "hidden_size": 12, "num_units": 3, "top_k": 2},
         "optim": {"lr": 0.01, "batch_size": 4, "max_steps": 4, "eval_every": 2}}
-
-
-def uncaptured(module, sample_args, num_warmup_iters=3):
-    return module
 
 
 def failing(module, sample_args, num_warmup_iters=3):
