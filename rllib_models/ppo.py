@@ -26,7 +26,7 @@ from rims_core.errors import NonFiniteLossError
 from .config import DEFAULT_ATARI_FILTERS, parse_model_config
 
 __all__ = ["CARTPOLE_ENV_ID", "MEMORY_ENV_ID", "PPOBase", "PPOSettings", "build_ppo_config", "check_settings",
-           "model_spec", "ppo_metrics", "train_ppo"]
+           "fast_path_status", "model_spec", "ppo_metrics", "train_ppo"]
 
 MEMORY_ENV_ID = "RepeatPrevious"  # rllib_models.envs.RepeatPrevious, the memory check's env
 CARTPOLE_ENV_ID = "StatelessCartPole"  # RLlib's CartPole without velocities (rllib_models.envs), needs memory
@@ -224,17 +224,54 @@ def _selection_stats(algo: Any, old_stack: bool) -> dict[str, float]:
     return {k: sum(s[k] for s in stats) / len(stats) for k in stats[0]} if stats else {}
 
 
+def _core_status(module: Any) -> tuple[str | None, str | None]:
+    """(triton_status, graph_status) of a RIM policy's core (RIMPolicyCore), (None, None) for other models."""
+    core = getattr(module, "core", None)
+    return (getattr(core, "triton_status", None), getattr(core, "graph_status", None))
+
+
+def fast_path_status(algo: Any, old_stack: bool) -> dict[str, str]:
+    """How the RIM policy's CUDA fast paths fared in every copy of it: {"triton": ..., "cuda_graph": ...}.
+
+    A value is the cores' status (rllib_models.torch_core: "on", "graphs, N captured", "off: why") where every
+    learner and env runner has the same one, else "learner: ...; env runners: ..." with "none" for a copy
+    without one (a CPU, the setting off, no forward yet), e.g. a GPU learner beside CPU env runners. A key is
+    left out where no copy has a status (every CPU trial)."""
+    if old_stack:
+        parts = {"policy": [_core_status(algo.get_policy().model)]}
+    else:
+        from ray.rllib.core import DEFAULT_MODULE_ID
+
+        learners = algo.learner_group.foreach_learner(lambda lr: _core_status(lr.module[DEFAULT_MODULE_ID]))
+        parts = {"learner": [r.get() for r in learners.ignore_errors()],
+                 "env runners": algo.env_runner_group.foreach_env_runner(
+                     lambda r: _core_status(r.module), local_env_runner=algo.config.num_env_runners == 0)}
+    out = {}
+    for i, key in enumerate(("triton", "cuda_graph")):
+        per = {name: [s[i] for s in got] for name, got in parts.items()}
+        flat = [v for vs in per.values() for v in vs]
+        if all(v is None for v in flat):
+            continue
+        if len(set(flat)) == 1:
+            out[key] = flat[0]
+        else:
+            out[key] = "; ".join(f"{name}: {', '.join(sorted({v or 'none' for v in vs}))}"
+                                 for name, vs in per.items())
+    return out
+
 def train_ppo(settings: PPOBase, model: dict[str, Any], optim: dict[str, Any], seed: int, *,
               checkpoint_dir: Path | None, log: Callable[[dict[str, float], int], None],
               report: Callable[[dict[str, float], Path | None], None], gpus: float = 0.0, triton: bool = True,
               cuda_graph: bool = False,
               save: Callable[[Path, dict[str, Any]], None], load: Callable[[Path], dict[str, Any]],
-              evaluate: Callable[[Any], dict[str, float]] | None = None) -> None:
+              evaluate: Callable[[Any], dict[str, float]] | None = None,
+              status: Callable[[dict[str, str]], None] | None = None) -> None:
     """Train until optim.max_steps env steps; every optim.eval_every env steps: an evaluation (``evaluate(algo)``
     -> ``val/`` and ``eval/`` metrics when given, else RLlib's greedy evaluation of settings.eval_episodes), metrics,
     a checkpoint (RLlib's under ``algo/`` plus save(dir, {"step", "iteration"})), log(metrics, step), then
     report(metrics, dir). Restarted from checkpoint_dir it continues the same training (weights, optimizer,
-    lr schedule position, step count)."""
+    lr schedule position, step count). status(changes): fast_path_status's entries that changed since the last
+    report, given before log at each report (a trial keeps them as tags)."""
     import torch  # here, not at the top: the spec checks (check_settings, PPOSettings) must not import torch
 
     config = build_ppo_config(settings, model, lr=optim["lr"], minibatch_size=optim["batch_size"],
@@ -256,6 +293,7 @@ def train_ppo(settings: PPOBase, model: dict[str, Any], optim: dict[str, Any], s
                       sum(p.numel() for p in algo.get_module().parameters()))
             log({"model/num_params": float(params)}, 0)
         every = max(1, math.ceil(optim["eval_every"] / settings.batch_size))
+        shown: dict[str, str] = {}  # the fast-path statuses last given to status()
         t0, steps0 = time.perf_counter(), step
         while step < optim["max_steps"]:
             result = algo.train()
@@ -273,6 +311,11 @@ def train_ppo(settings: PPOBase, model: dict[str, Any], optim: dict[str, Any], s
             if loss is not None and not math.isfinite(loss):
                 raise NonFiniteLossError(f"non-finite PPO loss ({loss}) at env step {step}", step=step)
             metrics.update(_selection_stats(algo, old))
+            if status is not None:
+                now = fast_path_status(algo, old)
+                if changed := {k: v for k, v in now.items() if shown.get(k) != v}:
+                    status(changed)
+                    shown.update(changed)
             metrics["sys/env_steps_per_s"] = (step - steps0) / elapsed
             metrics["step"] = float(step)
             metrics["train/iterations"] = float(iteration)

@@ -143,7 +143,7 @@ def _setup_and_train(flat: dict[str, Any], seed: int, device: torch.device, chec
     optim = nest(flat, "optim")
     if isinstance(task, RLTask):  # trained by its RL algorithm; checkpoints are directories (state.pt + its own)
         task.train(optim, seed, checkpoint_dir, tracker.log, report, save_checkpoint, load_checkpoint,
-                   triton=triton, cuda_graph=cuda_graph)
+                   triton=triton, cuda_graph=cuda_graph, set_tags=tracker.set_tags)
         tracker.finish("FINISHED")
         return
     torch.manual_seed(seed)

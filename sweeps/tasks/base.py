@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from rims_core import RIM, RIM_ONLY_KEYS, build_recurrent
 
+from ..keys import TAG_CUDA_GRAPH, TAG_TRITON
 from .declaration import EVAL_SEED, RLTaskDeclaration, TaskDeclaration, TaskSettings
 
 __all__ = ["EVAL_SEED", "PPOTask", "RLTask", "Task", "TaskSettings", "make_core", "recurrent_core"]
@@ -96,10 +97,12 @@ class RLTask(RLTaskDeclaration, _Built, ABC):
 
     @abstractmethod
     def train(self, optim: dict[str, Any], seed: int, checkpoint_dir: Any, log: Any, report: Any,
-              save: Any, load: Any, *, triton: bool = True, cuda_graph: bool = False) -> None:
+              save: Any, load: Any, *, triton: bool = True, cuda_graph: bool = False,
+              set_tags: Any = None) -> None:
         """Train until optim["max_steps"]; log(metrics, step) and report(metrics, checkpoint_dir) every
         optim["eval_every"] steps, as the supervised trial loop does. triton, cuda_graph: resources.triton and
-        resources.cuda_graph (what a RIM policy does on CUDA)."""
+        resources.cuda_graph (what a RIM policy does on CUDA); set_tags({tag: value}): the trial's tags
+        (rims.triton, rims.cuda_graph: how those fast paths fared, set when they change)."""
 
 
 class PPOTask(RLTask):
@@ -111,10 +114,15 @@ class PPOTask(RLTask):
         return None
 
     def train(self, optim: dict[str, Any], seed: int, checkpoint_dir: Any, log: Any, report: Any,
-              save: Any, load: Any, *, triton: bool = True, cuda_graph: bool = False) -> None:
+              save: Any, load: Any, *, triton: bool = True, cuda_graph: bool = False,
+              set_tags: Any = None) -> None:
         from rllib_models.ppo import train_ppo  # RLlib is imported by RL trials only
+
+        def status(changed: dict[str, str]) -> None:  # fast_path_status's names -> the trial's tags
+            if set_tags is not None:
+                set_tags({{"triton": TAG_TRITON, "cuda_graph": TAG_CUDA_GRAPH}[k]: v for k, v in changed.items()})
 
         gpus = 1.0 if self.device.type == "cuda" else 0.0
         train_ppo(self.settings, self.model_settings, optim, seed, checkpoint_dir=checkpoint_dir, log=log,
                   report=report, gpus=gpus, save=save, load=load, evaluate=self.evaluator(), triton=triton,
-                  cuda_graph=cuda_graph)
+                  cuda_graph=cuda_graph, status=status)

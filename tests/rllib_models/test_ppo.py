@@ -4,6 +4,7 @@ the new stack, the ModelCatalog 'rims' model on the old stack, RLlib's LSTM base
 from __future__ import annotations
 
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import ray
 import torch
 from ray.rllib.core import DEFAULT_MODULE_ID
 
-from rllib_models.ppo import PPOSettings, build_ppo_config, train_ppo
+from rllib_models.ppo import PPOSettings, build_ppo_config, fast_path_status, train_ppo
 from sweeps.trial import load_checkpoint, save_checkpoint
 
 from ..graph_captures import static_buffers, uncaptured
@@ -63,7 +64,7 @@ def test_one_iteration_with_cuda_graph_samples_and_learns_as_without(local_ray, 
     from rllib_models import torch_core
 
     monkeypatch.setattr(torch_core, "CPU_GRAPH_CAPTURES", (uncaptured, static_buffers))
-    after, status = {}, {}
+    after, status, tags = {}, {}, {}
     for graph in (False, True):
         algo = build_ppo_config(TINY, {**RIMS, "input_attention": {"dropout": 0.0}, "comm": {"dropout": 0.0}},
                                 lr=2.5e-4, minibatch_size=32, grad_clip=0.5, total_steps=64, seed=0,
@@ -73,12 +74,15 @@ def test_one_iteration_with_cuda_graph_samples_and_learns_as_without(local_ray, 
             after[graph] = weights(algo.get_module())
             learner = algo.learner_group._learner.module[DEFAULT_MODULE_ID]  # the local learner's own copy
             status[graph] = (algo.env_runner.module.core.graph_status, learner.core.graph_status)
+            tags[graph] = fast_path_status(algo, old_stack=False)
         finally:
             algo.stop()
     assert status[False] == (None, None)
     actor, learner = status[True]
     assert actor == "graphs, 1 captured"  # 2 envs, one step each call: one inference graph (with the trace)
     assert learner.startswith("graphs, ") and learner != "graphs, 0 captured"
+    # what a trial tags: both copies, as they differ; nothing without the setting (nor for Triton on a CPU)
+    assert tags == {False: {}, True: {"cuda_graph": f"learner: {learner}; env runners: {actor}"}}
     for k, v in after[False].items():
         torch.testing.assert_close(after[True][k], v, msg=k)
 
@@ -112,6 +116,7 @@ def test_one_iteration_old_stack_catalog_model(local_ray):
     try:
         model = algo.get_policy().model
         assert isinstance(model, RIMModelV2)
+        assert fast_path_status(algo, old_stack=True) == {}  # a CPU: no fast path, no tag
         before = weights(model)
         result = algo.train()
         assert result["num_env_steps_sampled_this_iter"] == 64
@@ -174,6 +179,35 @@ def test_reports_checkpoints_and_resume_continue_the_same_training(local_ray, tm
     assert [r["step"] for r in reports] == [128] and reports[0]["train/iterations"] == 2
     # lr decays linearly from 2.5e-4 at step 0 to 0 at 128; a restarted schedule would report the first value again
     assert reports[0]["train/lr"] < first["train/lr"]
+
+
+@pytest.mark.slow
+def test_train_ppo_gives_the_fast_path_status_before_the_report_that_changed_it(local_ray, monkeypatch):
+    """train_ppo's status(changes) (a trial's rims.cuda_graph / rims.triton tags) with model_config cuda_graph and
+    CPU stand-ins for the captures (the one mocked part): the learner's and the env runner's graphs at the first
+    report, before its log; afterwards only what changed. Without the setting, on a CPU: never called."""
+    from rllib_models import torch_core
+
+    monkeypatch.setattr(torch_core, "CPU_GRAPH_CAPTURES", (uncaptured, static_buffers))
+    settings = TINY.model_copy(update={"eval_episodes": 0})
+    for graph in (False, True):
+        events: list[tuple[str, object]] = []
+        train_ppo(settings, {**RIMS, "input_attention": {"dropout": 0.0}, "comm": {"dropout": 0.0}},
+                  {**OPTIM, "max_steps": 128}, 0, checkpoint_dir=None, cuda_graph=graph,
+                  log=lambda m, s, ev=events: ev.append(("log", s)), report=lambda m, d: None,
+                  save=save_checkpoint, load=load_checkpoint, status=lambda c, ev=events: ev.append(("status", c)))
+        given = [c for kind, c in events if kind == "status"]
+        if not graph:
+            assert given == []
+            continue
+        assert events[:2] == [("log", 0), ("status", given[0])], "the first report's status comes before its log"
+        assert set(given[0]) == {"cuda_graph"}
+        assert re.fullmatch(r"learner: graphs, [1-9]\d* captured; env runners: graphs, 1 captured",
+                            given[0]["cuda_graph"])
+        shown = dict(given[0])
+        for c in given[1:]:  # a later call holds only changed values
+            assert c and all(shown.get(k) != v for k, v in c.items())
+            shown.update(c)
 
 
 def test_stateless_cartpole_is_an_atari_task_env_and_typos_name_the_valid_ids():

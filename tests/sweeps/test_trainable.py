@@ -9,6 +9,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from sweeps.flat import nest, resolve
+from sweeps.keys import TAG_CUDA_GRAPH, TAG_TRITON
 from sweeps.spec import base_config, load_spec
 from sweeps.tracking import SweepTracker
 from sweeps.trial import CHECKPOINT_FILE, StopTrial, run_trial
@@ -137,11 +138,13 @@ def test_a_non_finite_rl_loss_ends_the_trial_as_a_supervised_one_does(tmp_path, 
                                                       ({"triton": False, "cuda_graph": True}, (False, True))])
 def test_an_rl_trial_passes_resources_triton_and_cuda_graph_to_ppo(tmp_path, ctx, monkeypatch, resources, expected):
     """resources.triton and resources.cuda_graph reach train_ppo (here a stand-in, in-process), which puts them in
-    the RIM policy's model_config (tests/rllib_models/test_ppo.py)."""
+    the RIM policy's model_config (tests/rllib_models/test_ppo.py); the fast paths' status it gives becomes the
+    run's rims.cuda_graph and rims.triton tags, as a supervised trial's."""
     seen = []
 
-    def train_ppo(settings, model, optim, seed, *, checkpoint_dir, log, report, triton, cuda_graph, **_):
+    def train_ppo(settings, model, optim, seed, *, checkpoint_dir, log, report, triton, cuda_graph, status, **_):
         seen.append((triton, cuda_graph))
+        status({"cuda_graph": "learner: graphs, 2 captured; env runners: graphs, 1 captured", "triton": "on"})
         report({"train/loss": 0.5, "step": 64.0}, None)
 
     monkeypatch.setattr("rllib_models.ppo.train_ppo", train_ppo)
@@ -152,6 +155,9 @@ def test_an_rl_trial_passes_resources_triton_and_cuda_graph_to_ppo(tmp_path, ctx
               {**ctx, "triton": spec.resources.triton, "cuda_graph": spec.resources.cuda_graph}, trial_id="rl",
               checkpoint_dir=None, report=lambda m, d: None)
     assert seen == [expected]
+    tags = MlflowClient(ctx["tracking_uri"]).search_runs([ctx["experiment_id"]])[0].data.tags
+    assert tags[TAG_CUDA_GRAPH] == "learner: graphs, 2 captured; env runners: graphs, 1 captured"
+    assert tags[TAG_TRITON] == "on"
 
 
 @pytest.mark.slow
