@@ -259,6 +259,7 @@ def fast_path_status(algo: Any, old_stack: bool) -> dict[str, str]:
                                  for name, vs in per.items())
     return out
 
+
 def train_ppo(settings: PPOBase, model: dict[str, Any], optim: dict[str, Any], seed: int, *,
               checkpoint_dir: Path | None, log: Callable[[dict[str, float], int], None],
               report: Callable[[dict[str, float], Path | None], None], gpus: float = 0.0, triton: bool = True,
