@@ -24,6 +24,7 @@ from .selection import (
     default_rows,
     groups,
     key_text,
+    metric_bounds,
     metric_direction,
     select_finished,
     stat_column,
@@ -99,7 +100,7 @@ def build_ablation(sel: pa.Table, rows: list[str], metrics: list[str], stat: Sta
         for idx in members:
             x = vals[idx[valid[idx]]]
             if x.size >= MIN_N:
-                cells[m].append(Cell(*mean_ci(x, level, ci, n_boot, seed), int(x.size)))
+                cells[m].append(Cell(*mean_ci(x, level, ci, n_boot, seed, metric_bounds(m, x)), int(x.size)))
             elif x.size:  # too few values for an interval: the mean only
                 cells[m].append(Cell(float(x.mean()), math.nan, math.nan, int(x.size)))
             else:

@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 
 from .document import Block
 from .metrics import split_metric
+from .selection import metric_bounds
 from .stats import MIN_N, iqm_ci, mean_ci
 
 __all__ = ["ConditionRow", "PoiRow", "condition_blocks", "condition_rows", "condition_scores", "poi_rows"]
@@ -64,12 +65,14 @@ def condition_scores(children: pa.Table, base: str, by: str = "model.kind") -> d
     return out
 
 
-def condition_rows(scores: dict[str, dict[str, np.ndarray]]) -> list[ConditionRow]:
-    """A ConditionRow per condition and group (intervals nan below MIN_N runs)."""
+def condition_rows(scores: dict[str, dict[str, np.ndarray]],
+                   bounds: tuple[float, float] | None = None) -> list[ConditionRow]:
+    """A ConditionRow per condition and group (intervals nan below MIN_N runs); ``bounds``: the metric's range
+    (selection.metric_bounds), which the t interval of the mean is clipped to."""
     rows = []
     for cond, groups in scores.items():
         for g, v in sorted(groups.items()):
-            m, lo, hi = mean_ci(v, method="t") if v.size >= MIN_N else (float(v.mean()), np.nan, np.nan)
+            m, lo, hi = mean_ci(v, method="t", bounds=bounds) if v.size >= MIN_N else (float(v.mean()), np.nan, np.nan)
             q, qlo, qhi = iqm_ci({"runs": v}) if v.size >= MIN_N else (float(np.mean(v)), np.nan, np.nan)
             rows.append(ConditionRow(cond, g, int(v.size), m, lo, hi, q, qlo, qhi))
     return rows
@@ -109,11 +112,13 @@ def condition_blocks(children: pa.Table, objective: str, train_condition: str | 
     scores = condition_scores(children, base, by)
     if not scores:
         return []
-    lines = [f"Final eval/{base}_<condition> per condition: mean over seeds with its 95% t interval, and the IQM "
-             f"(mean of the middle 50% of runs) with a 95% stratified bootstrap interval; intervals need >= "
+    bounds = metric_bounds(base, np.concatenate([v for groups in scores.values() for v in groups.values()]))
+    within = " (clipped to [0, 1], the range of the values)" if bounds else ""
+    lines = [f"Final eval/{base}_<condition> per condition: mean over seeds with its 95% t interval{within}, and "
+             f"the IQM (mean of the middle 50% of runs) with a 95% stratified bootstrap interval; intervals need >= "
              f"{MIN_N} runs.", "",
              f"| condition | {by} | runs | mean | 95% CI | IQM | IQM 95% CI |", "|---|---|---:|---:|---|---:|---|"]
-    for r in condition_rows(scores):
+    for r in condition_rows(scores, bounds):
         lines.append(f"| {r.condition} | {r.group} | {r.n} | {r.mean:.3f} | {_ci(r.low, r.high)} | {r.iqm:.3f} | "
                      f"{_ci(r.iqm_low, r.iqm_high)} |")
     blocks = [Block("h2", f"By condition: {base}"), Block("md_table", "\n".join(lines))]

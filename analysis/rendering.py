@@ -13,6 +13,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from .selection import metric_bounds
 from .stats import MIN_N
 
 __all__ = ["AblationTable", "Cell"]
@@ -35,6 +36,11 @@ class Cell:
     def half_width(self) -> float:
         """(high - low) / 2: the ± of a t interval (a bootstrap interval need not be symmetric)."""
         return (self.high - self.low) / 2
+
+    @property
+    def symmetric(self) -> bool:
+        """Whether the interval is centred on the mean (a t interval that no bound clipped)."""
+        return math.isclose(self.mean - self.low, self.high - self.mean, rel_tol=1e-9, abs_tol=1e-12)
 
 
 def _decimals(c: Cell) -> int:
@@ -99,7 +105,11 @@ class AblationTable:
         best = (f"; bold: the best mean of a column, only where every group has >= {MIN_N} values and the best "
                 f"group's {pct} interval lies clear of every other group's and of chance") if any(
             self.best.values()) else ""
-        return (f"{what}; {_STAT_TEXT[self.stat]}; {sum(self.n)} finished child runs in "
+        clipped = [m for m in self.metrics if (b := metric_bounds(m)) and any(  # an end on a bound: clipped
+            c.n >= MIN_N and c.low < c.high and (c.low == b[0] or c.high == b[1]) for c in self.cells[m])]
+        clipped_text = (f"; intervals that leave [0, 1] clipped to it, shown as [low, high] ({', '.join(clipped)})"
+                        if clipped else "")
+        return (f"{what}{clipped_text}; {_STAT_TEXT[self.stat]}; {sum(self.n)} finished child runs in "
                 f"{len(self.keys)} group{'s' * (len(self.keys) != 1)}{best}")
 
     def lines(self) -> list[str]:
@@ -126,9 +136,9 @@ class AblationTable:
             return f"{c.mean:.{d}f} (n={c.n}, no CI)"
         if not math.isfinite(c.half_width):
             s = f"{c.mean:.{d}f}"
-        elif self.ci == "t":
+        elif self.ci == "t" and c.symmetric:
             s = f"{c.mean:.{d}f} ± {c.half_width:.{d}f}"
-        else:  # bootstrap and log intervals are not symmetric about the centre: both ends
+        else:  # bootstrap, log and clipped t intervals are not symmetric about the centre: both ends
             s = f"{c.mean:.{d}f} [{c.low:.{d}f}, {c.high:.{d}f}]"
         return s if c.n == self.n[i] else f"{s} (n={c.n})"
 

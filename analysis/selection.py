@@ -32,6 +32,7 @@ __all__ = [
     "default_rows",
     "groups",
     "key_text",
+    "metric_bounds",
     "metric_direction",
     "select_finished",
     "sort_key",
@@ -44,6 +45,18 @@ CI = Literal["t", "bootstrap", "log"]
 CORE_KEYS = ("model.kind", "model.num_units", "model.top_k", "model.hidden_size")  # the paper's k_T, k_A, h
 _MIN_TOKENS = {"ce", "bce", "loss", "nll", "mse"}
 _MAX_TOKENS = {"acc", "accuracy", "return"}
+_UNIT_TOKENS = {"acc", "accuracy", "success"}  # fractions in [0, 1]
+
+
+def metric_bounds(metric: str, values: Any = None) -> tuple[float, float] | None:
+    """(0.0, 1.0) for accuracies and success rates (the name's tokens, split at / _ ., hold acc, accuracy or
+    success: ``eval/acc_res24``, ``eval/success_rate_novel4``), whose intervals are clipped to that range; None
+    for every other metric, and where ``values`` (any array) leave [0, 1] (e.g. an accuracy logged in percent)."""
+    tokens = set(re.split(r"[/_.]", metric.lower()))
+    if not tokens & _UNIT_TOKENS:
+        return None
+    v = np.asarray(values if values is not None else [], dtype=np.float64)
+    return (0.0, 1.0) if ((v >= 0.0) & (v <= 1.0)).all() else None
 
 
 def metric_direction(metric: str) -> Literal["min", "max"] | None:

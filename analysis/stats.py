@@ -77,7 +77,7 @@ def _t_quantile(q: float, df: int) -> float:
 
 
 def mean_ci(x: Any, level: float = 0.95, method: Literal["t", "bootstrap", "log"] = "t", n_boot: int = 10_000,
-            seed: int = 0) -> tuple[float, float, float]:
+            seed: int = 0, bounds: tuple[float, float] | None = None) -> tuple[float, float, float]:
     """(mean, low, high) of the mean of x (n,) at confidence ``level``.
 
     method "t": mean ± t_{(1+level)/2, n-1} · s / sqrt(n), s the sample standard deviation (ddof 1).
@@ -87,9 +87,23 @@ def mean_ci(x: Any, level: float = 0.95, method: Literal["t", "bootstrap", "log"
     method "log": for positive, right-skewed values (cross-entropies): the t interval of mean(log x), mapped back
     with exp; the centre returned is then the geometric mean exp(mean(log x)), not the arithmetic mean, and the
     interval stays above 0 however few and skewed the values (a t interval of [0.008, 0.010, 0.036] runs below 0).
+    bounds (low, high): the range every value lies in (accuracies, success rates: (0, 1)); the interval is clipped
+    to it, since the mean cannot leave it (a t interval of [0.75, 0.95, 1.0] runs above 1). Values outside it
+    raise ValueError.
     """
     a = _sample(x)
     _check_level(level)
+    if bounds is not None:
+        lo_b, hi_b = (float(b) for b in bounds)
+        if not lo_b < hi_b:
+            raise ValueError(f"bounds: expected (low, high) with low < high, got {bounds!r}")
+        if ((a < lo_b) | (a > hi_b)).any():
+            raise ValueError(f"x: expected values within bounds {bounds!r}, got values in "
+                             f"[{float(a.min())!r}, {float(a.max())!r}]")
+        m, low, high = mean_ci(a, level, method, n_boot, seed)
+        if math.isnan(low):  # n = 1: no interval to clip
+            return m, low, high
+        return m, min(max(low, lo_b), hi_b), max(min(high, hi_b), lo_b)
     if method == "log":
         if (a <= 0).any():
             raise ValueError(f"mean_ci: method 'log' needs positive values, got {a.min()!r} among {a.size}; use "

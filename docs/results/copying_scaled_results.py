@@ -152,7 +152,7 @@ def main_tables(runs: list[dict]) -> str:
     table = [r for r in runs if r["sweep"] in TABLE_SWEEPS and r["status"] == "FINISHED"]
     fams = sorted({r["family"] for r in table}, key=lambda f: (not f.startswith("RIMs"), f))
     lines = ["### every finished run: CE on the recall positions, geometric mean [95% t interval of log CE], and "
-             "accuracy at 80, mean [95% t interval]", "",
+             "accuracy at 80, mean [95% t interval, clipped to [0, 1]]", "",
              "| family | runs | reached (val/ce <= 0.01) | steps to reach (per seed) | CE 10 | CE 20 | CE 40 | "
              "CE 80 | acc 80 |", "|---|---:|---:|---|---|---|---|---|---|"]
     for f in fams:
@@ -160,7 +160,7 @@ def main_tables(runs: list[dict]) -> str:
         reached = [r for r in rs if r["val/ce"] <= RULE]
         steps = ", ".join(f"{r['step']:,}" if r["val/ce"] <= RULE else "capped" for r in rs)
         ce = [_fmt(*mean_ci([r[f"eval/ce_blank{b}"] for r in rs], method="log")) for b in (TRAIN, *TESTS)]
-        acc = _fmt(*mean_ci([r["eval/acc_blank80"] for r in rs]))
+        acc = _fmt(*mean_ci([r["eval/acc_blank80"] for r in rs], bounds=(0, 1)))
         lines.append(f"| {f} | {len(rs)} | {len(reached)} | {steps} | {' | '.join(ce)} | {acc} |")
     lines += ["", "### out of distribution, over the runs that reached the training length only", "",
               "| family | runs | CE 20 | CE 40 | CE 80 | acc 80 | CE 80 / CE 10 per run (median) |",
@@ -171,7 +171,7 @@ def main_tables(runs: list[dict]) -> str:
             lines.append(f"| {f} | 0 | - | - | - | - | - |")
             continue
         ce = [_fmt(*mean_ci([r[f"eval/ce_blank{b}"] for r in rs], method="log")) for b in TESTS]
-        acc = _fmt(*mean_ci([r["eval/acc_blank80"] for r in rs]))
+        acc = _fmt(*mean_ci([r["eval/acc_blank80"] for r in rs], bounds=(0, 1)))
         ratio = float(np.median([r["eval/ce_blank80"] / r[f"eval/ce_blank{TRAIN}"] for r in rs]))
         lines.append(f"| {f} | {len(rs)} | {' | '.join(ce)} | {acc} | {ratio:.1f} |")
     lines += ["", "log CE at 80 between families (reached runs only): difference of mean log CE (a ratio of "

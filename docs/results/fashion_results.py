@@ -88,12 +88,12 @@ def _paired(a_runs: list[dict], b_runs: list[dict], res: tuple[int, ...]) -> lis
 def tables(runs: list[dict]) -> str:
     by = _by_row(runs)
     res = (TRAIN, *TESTS)
-    lines = ["### accuracy, mean [95% t interval] over seeds (chance 0.10)", "",
+    lines = ["### accuracy, mean [95% t interval, clipped to [0, 1]] over seeds (chance 0.10)", "",
              "| model | h | runs | val (14) | " + " | ".join(f"{r}x{r}" for r in res) + " |",
              "|---|---:|---:|---|" + "---|" * len(res)]
     for row, rs in by.items():
-        cells = [mean_ci([r[f"eval/acc_res{x}"] for r in rs]) for x in res]
-        val = mean_ci([r["val/acc"] for r in rs])
+        cells = [mean_ci([r[f"eval/acc_res{x}"] for r in rs], bounds=(0, 1)) for x in res]
+        val = mean_ci([r["val/acc"] for r in rs], bounds=(0, 1))
         lines.append(f"| {row} | {rs[0]['model.hidden_size']} | {len(rs)} | {_fmt(val)} | "
                      + " | ".join(_fmt(c) for c in cells) + " |")
     lines += ["", "### accuracy relative to the training resolution (eval at r / eval at 14), per run, mean [95% t]",

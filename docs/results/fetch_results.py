@@ -22,6 +22,7 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
 from analysis.conditions import condition_rows, condition_scores, poi_rows
+from analysis.selection import metric_bounds
 
 HERE = Path(__file__).parent
 RUNS, HISTORIES = HERE / "fetch_runs.csv", HERE / "fetch_histories.csv"
@@ -55,9 +56,11 @@ def tables(runs: pa.Table) -> str:
     lines = []
     for base in ("success_rate", "episode_return_mean"):
         scores = condition_scores(runs, base)
-        lines += [f"### {base}", "", "| condition | model.kind | runs | mean | 95% t CI | IQM | IQM 95% CI |",
+        bounds = metric_bounds(base, np.concatenate([v for g in scores.values() for v in g.values()]))
+        t_ci = "95% t CI, clipped to [0, 1]" if bounds else "95% t CI"
+        lines += [f"### {base}", "", f"| condition | model.kind | runs | mean | {t_ci} | IQM | IQM 95% CI |",
                   "|---|---|---:|---:|---|---:|---|"]
-        for r in condition_rows(scores):
+        for r in condition_rows(scores, bounds):
             lines.append(f"| {r.condition} | {r.group} | {r.n} | {r.mean:.3f} | [{r.low:.3f}, {r.high:.3f}] | "
                          f"{r.iqm:.3f} | [{r.iqm_low:.3f}, {r.iqm_high:.3f}] |")
         tests = [c for c in scores if c != TRAIN]
@@ -120,11 +123,11 @@ def figures(runs: pa.Table, hist: pa.Table) -> None:
     fig, ax = plt.subplots(figsize=(7, 3.4))
     conds = list(scores)
     for j, (kind, color) in enumerate(colors.items()):
-        rows = {r.condition: r for r in condition_rows(scores) if r.group == kind}
+        rows = {r.condition: r for r in condition_rows(scores, (0, 1)) if r.group == kind}
         x = np.arange(len(conds)) + (j - 0.5) * 0.25
         ax.errorbar(x, [rows[c].mean for c in conds], yerr=[[rows[c].mean - rows[c].low for c in conds],
                                                              [rows[c].high - rows[c].mean for c in conds]],
-                    fmt="o", color=color, capsize=3, label=f"{kind}: mean, 95% t interval")
+                    fmt="o", color=color, capsize=3, label=f"{kind}: mean, 95% t interval (clipped to [0, 1])")
         for i, c in enumerate(conds):
             ax.scatter(np.full(scores[c][kind].size, x[i]) + 0.07, scores[c][kind], s=8, color=color, alpha=0.4)
     ax.set_xticks(range(len(conds)), conds)

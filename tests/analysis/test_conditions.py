@@ -65,3 +65,18 @@ def test_report_section_pools_only_the_test_conditions():
     # per condition (2 lines); no pooled line: one test condition only
     assert [ln.split(" | ")[1] for ln in poi_lines] == ["distractors2", "novelcolors2"]
     assert condition_blocks(runs_table().drop(["model.kind"]), "val/success_rate") == []
+
+
+def test_success_rate_intervals_stay_in_zero_one():
+    scores = {"distractors2": {"rims": np.array([0.75, 0.95, 1.0]), "lstm": np.array([0.4, 0.5, 0.6])}}
+    plain = {r.group: r for r in condition_rows(scores)}
+    clipped = {r.group: r for r in condition_rows(scores, (0.0, 1.0))}
+    assert plain["rims"].high > 1.0 and clipped["rims"].high == 1.0 and clipped["rims"].low == plain["rims"].low
+    assert (clipped["lstm"].low, clipped["lstm"].high) == (plain["lstm"].low, plain["lstm"].high)
+    table = pa.Table.from_pylist([{"model.kind": k, "status": "FINISHED", "eval/success_rate_distractors2": v}
+                                  for k, vs in scores["distractors2"].items() for v in vs])
+    text = "\n".join(b.text for b in condition_blocks(table, "val/success_rate"))
+    assert "| distractors2 | rims | 3 | 0.900 | [0.57, 1.00] |" in text and "clipped to [0, 1]" in text
+    returns = table.rename_columns(["model.kind", "status", "eval/episode_return_mean_distractors2"])
+    text = "\n".join(b.text for b in condition_blocks(returns, "val/episode_return_mean"))
+    assert "| distractors2 | rims | 3 | 0.900 | [0.57, 1.23] |" in text and "clipped" not in text  # not a fraction

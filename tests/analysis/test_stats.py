@@ -60,6 +60,24 @@ def test_mean_ci_level_single_value_constant_and_errors():
         mean_ci([1.0, 2.0], method="bca")
 
 
+def test_mean_ci_bounds_clip_the_interval_to_the_values_range():
+    acc = [0.75, 0.95, 1.0]  # accuracies: the t interval runs above 1
+    m, lo, hi = mean_ci(acc)
+    assert hi > 1.0
+    assert mean_ci(acc, bounds=(0, 1)) == (m, lo, 1.0)
+    low = [0.0, 0.02, 0.25]  # and below 0
+    assert mean_ci(low)[1] < 0 and mean_ci(low, bounds=(0, 1))[1] == 0.0
+    assert mean_ci([0.4, 0.5, 0.6], bounds=(0, 1)) == mean_ci([0.4, 0.5, 0.6])  # inside: unchanged
+    m, lo, hi = mean_ci([0.9], bounds=(0, 1))
+    assert m == 0.9 and math.isnan(lo) and math.isnan(hi)  # one value: still no interval
+    b = mean_ci(acc, method="bootstrap", n_boot=500, bounds=(0, 1))
+    assert b == mean_ci(acc, method="bootstrap", n_boot=500)  # a percentile interval never leaves the range
+    with pytest.raises(ValueError, match=r"x: expected values within bounds \(0, 1\), got values in \[0.2, 95.0\]"):
+        mean_ci([95.0, 0.2], bounds=(0, 1))  # an accuracy in percent
+    with pytest.raises(ValueError, match="bounds: expected"):
+        mean_ci(acc, bounds=(1, 0))
+
+
 def test_bootstrap_ci_deterministic_by_seed_and_close_to_t():
     x = np.random.default_rng(1).normal(10.0, 2.0, size=40)
     boot = mean_ci(x, method="bootstrap", n_boot=4000, seed=3)

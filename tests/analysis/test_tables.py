@@ -407,3 +407,22 @@ def test_per_run_table_holds_the_values_behind_the_means():
         assert cell.mean == pytest.approx(statistics.mean(vals))
     best = per_run_table(runs, metrics=["eval/ce_blank200"], stat="best")
     assert best["eval/ce_blank200"].to_pylist() == pytest.approx([v - 0.1 for v in per["eval/ce_blank200"].to_pylist()])
+
+
+def test_accuracy_intervals_are_clipped_to_zero_one_and_say_so():
+    groups = {("rims", 6, 4): [(0.1, 0.75), (0.2, 0.95), (0.3, 1.0)], ("lstm", None, None): [(2.0, 0.2), (2.3, 0.3),
+                                                                                               (2.1, 0.25)]}
+    tab = ablation_table(make_runs(groups, extra=False), metrics=["eval/ce_blank200", "eval/acc_blank200"])
+    acc = tab.cells["eval/acc_blank200"]
+    half = T975[2] * statistics.stdev([0.75, 0.95, 1.0]) / math.sqrt(3)
+    assert acc[1].mean == pytest.approx(0.9) and acc[1].low == pytest.approx(0.9 - half) and acc[1].high == 1.0
+    assert acc[0].high - acc[0].mean == pytest.approx(acc[0].mean - acc[0].low)  # the lstm's: inside, untouched
+    md = tab.to_markdown()
+    assert f"| rims | 6 | 4 | 3 | **0.200 ± 0.248** | **0.900 [{0.9 - half:.3f}, 1.000]** |" in md  # no ±: clipped
+    assert "| lstm | - | - | 3 | 2.133 ± 0.379 | 0.250 ± 0.124 |" in md
+    assert "intervals that leave [0, 1] clipped to it, shown as [low, high] (eval/acc_blank200)" in tab.header()
+    percent = {k: [(ce, 100 * a) for ce, a in v] for k, v in groups.items()}  # an accuracy logged in percent
+    tab = ablation_table(make_runs(percent, extra=False), metrics=["eval/acc_blank200"])
+    assert tab.cells["eval/acc_blank200"][1].high > 100 and "clipped" not in tab.header()
+    assert ablation_table(make_runs(extra=False), metrics=["eval/acc_blank200"]).header().startswith(
+        "mean ± 95% t-interval half-width over seeds; final value")  # nothing to clip: no note
