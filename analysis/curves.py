@@ -27,6 +27,7 @@ from .canvas import (
     slug,
 )
 from .metrics import CONDITION
+from .selection import metric_bounds
 from .stats import MIN_N
 
 __all__ = ["MAX_POINTS", "downsample_minmax", "eval_conditions", "learning_curves", "ood_curves", "parse_condition"]
@@ -97,15 +98,23 @@ def _histories(metrics: pa.Table, key: str) -> dict[str, tuple[np.ndarray, np.nd
     return out
 
 
+def _band(metric: str, mat: np.ndarray, mean: np.ndarray, half: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The interval mean ± half (C,), clipped to [0, 1] where ``metric`` is an accuracy or success rate whose values
+    ``mat`` all lie in it (selection.metric_bounds): a band of a few seeds near 1 would otherwise run above 1."""
+    low, high = mean - half, mean + half
+    bounds = metric_bounds(metric, mat[np.isfinite(mat)])
+    return (np.clip(low, *bounds), np.clip(high, *bounds)) if bounds else (low, high)
+
+
 def learning_curves(metrics: pa.Table, runs: pa.Table, key: str, group_by: list[str], out_dir: str | Path,
                     *, name: str | None = None, max_points: int = MAX_POINTS) -> PlotFiles:
     """The history of metric ``key`` (e.g. "val/ce"), one line per group of runs equal on ``group_by``
     (differing in seed): the mean over the group's runs at each step, with a 95% t-interval band over them
-    (none for a group of fewer than 3 runs). Each run's history is cut to at most max_points by
-    :func:`downsample_minmax`; the group is drawn at the union of the steps its runs keep.
+    (none for a group of fewer than 3 runs; clipped to [0, 1] for accuracies). Each run's history is cut to at
+    most max_points by :func:`downsample_minmax`; the group is drawn at the union of the steps its runs keep.
 
     Writes ``<out_dir>/<name>.png/.svg``, name default ``learning_curves_<key>``. ``data["groups"]``: label ->
-    {"steps", "mean", "half_width", "n", "run_ids"}.
+    {"steps", "mean", "half_width", "low", "high", "n", "run_ids"}.
     """
     check_columns(runs, ["run_id", *group_by], "learning_curves")
     hist = _histories(metrics, key)
@@ -128,11 +137,13 @@ def learning_curves(metrics: pa.Table, runs: pa.Table, key: str, group_by: list[
             mat[i, np.searchsorted(all_steps, s)] = v
         mat = mat[:, np.searchsorted(all_steps, kept)]
         mean, half, n = column_mean_ci(mat)
+        low, high = _band(key, mat, mean, half)
         label = group_label(group_by, g)
         (line,) = ax.plot(kept, mean, label=f"{label} (n={len(rids)})", linewidth=1.2)
         if len(rids) >= MIN_N:
-            ax.fill_between(kept, mean - half, mean + half, color=line.get_color(), alpha=0.25, linewidth=0)
-        data["groups"][label] = {"steps": kept, "mean": mean, "half_width": half, "n": n, "run_ids": rids}
+            ax.fill_between(kept, low, high, color=line.get_color(), alpha=0.25, linewidth=0)
+        data["groups"][label] = {"steps": kept, "mean": mean, "half_width": half, "low": low, "high": high, "n": n,
+                                 "run_ids": rids}
     ax.set_xlabel("step")
     ax.set_ylabel(key)
     ax.set_title(f"{key}: mean over seeds, {CI_LEVEL:.0%} CI band where n >= {MIN_N}")
@@ -176,11 +187,12 @@ def ood_curves(runs: pa.Table, metric: str, group_by: list[str], out_dir: str | 
                name: str | None = None, condition: str | None = None) -> PlotFiles:
     """``eval/<metric>_<condition>`` against the number that ends the condition (blank200 -> 200), one line
     per group of runs equal on ``group_by``: the mean over the group's runs with 95% t-interval error bars
-    (none where fewer than 3 runs have the value). ``condition`` keeps one condition prefix (e.g. "balls", leaving out
-    curtain3); otherwise every prefix is drawn, as its own line per group when there are several.
+    (none where fewer than 3 runs have the value; clipped to [0, 1] for accuracies). ``condition`` keeps one
+    condition prefix (e.g. "balls", leaving out curtain3); otherwise every prefix is drawn, as its own line per
+    group when there are several.
 
     Writes ``<out_dir>/<name>.png/.svg``, name default ``ood_<metric>``. ``data["lines"]``: label ->
-    {"x", "mean", "half_width", "n", "columns"}. ValueError listing the eval metrics when none matches.
+    {"x", "mean", "half_width", "low", "high", "n", "columns"}. ValueError listing the eval metrics when none matches.
     """
     check_columns(runs, ["run_id", *group_by], "ood_curves")
     cols = eval_conditions(runs.column_names, metric)
@@ -209,6 +221,7 @@ def ood_curves(runs: pa.Table, metric: str, group_by: list[str], out_dir: str | 
             x = np.asarray([cols[c][1] for c in pcols], dtype=np.float64)
             mat = np.asarray([[np.nan if clean(r[c]) is None else float(r[c]) for c in pcols] for r in members])
             mean, half, n = column_mean_ci(mat)
+            low, high = _band(f"eval/{metric}", mat, mean, half)
             has = n > 0
             if not has.any():
                 continue
@@ -216,9 +229,11 @@ def ood_curves(runs: pa.Table, metric: str, group_by: list[str], out_dir: str | 
             (line,) = ax.plot(x[has], mean[has], marker="o", label=label)
             err = has & (n >= MIN_N)
             if err.any():
-                ax.errorbar(x[err], mean[err], yerr=half[err], fmt="none", ecolor=line.get_color(), capsize=3)
+                ax.errorbar(x[err], mean[err], yerr=[mean[err] - low[err], high[err] - mean[err]], fmt="none",
+                            ecolor=line.get_color(), capsize=3)
             xs_all.update(x[has].tolist())
-            data["lines"][label] = {"x": x[has], "mean": mean[has], "half_width": half[has], "n": n[has],
+            data["lines"][label] = {"x": x[has], "mean": mean[has], "half_width": half[has], "low": low[has],
+                                    "high": high[has], "n": n[has],
                                     "columns": [c for c, h in zip(pcols, has, strict=True) if h]}
     ax.set_xticks(sorted(xs_all))
     ax.set_xlabel(" / ".join(prefixes) or "condition")

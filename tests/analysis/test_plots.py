@@ -322,3 +322,25 @@ def test_param_importance_refuses_a_constant_objective(tmp_path):
     runs = runs.set_column(runs.column_names.index("val/ce"), "val/ce", const)
     with pytest.raises(ValueError, match=r"val/ce is -21.0 in all 6 runs"):
         param_importance(runs, "val/ce", None, "minimize", tmp_path)
+
+
+def test_accuracy_bands_and_error_bars_stay_in_zero_one(tmp_path):
+    accs = (0.75, 0.95, 1.0)  # three seeds near 1: their t interval runs above 1
+    runs = pa.table({"run_id": [f"r{s}" for s in SEEDS], "model.num_units": [6] * 3,
+                     "eval/acc_blank20": list(accs), "eval/acc_blank40": [0.2, 0.3, 0.25]})
+    metrics = pa.table({"run_id": [f"r{s}" for s in SEEDS for _ in range(2)], "key": ["val/acc"] * 6,
+                        "step": [10, 20] * 3, "value": [a for a in accs for _ in range(2)]})
+    half = 4.302653 * np.std(accs, ddof=1) / math.sqrt(3)  # t(0.975, 2)
+    g = learning_curves(metrics, runs, "val/acc", ["model.num_units"], tmp_path).data["groups"]["model.num_units=6"]
+    np.testing.assert_allclose(g["low"], 0.9 - half, rtol=1e-5)
+    np.testing.assert_array_equal(g["high"], [1.0, 1.0])  # clipped; the half-width is kept as computed
+    assert g["half_width"][0] == pytest.approx(half, rel=1e-5) and 0.9 + half > 1.0
+    files = ood_curves(runs, "acc", ["model.num_units"], tmp_path)
+    line = files.data["lines"]["model.num_units=6"]
+    assert line["high"][0] == 1.0 and line["low"][0] == pytest.approx(0.9 - half, rel=1e-5)
+    assert line["high"][1] == pytest.approx(0.25 + line["half_width"][1])  # inside [0, 1]: untouched
+    (bars,) = files.figure.axes[0].containers
+    top = bars.lines[2][0].get_segments()[0][:, 1].max()  # the first error bar's upper end
+    assert top == pytest.approx(1.0)
+    ce = runs.rename_columns(["run_id", "model.num_units", "eval/ce_blank20", "eval/ce_blank40"])
+    assert ood_curves(ce, "ce", ["model.num_units"], tmp_path).data["lines"]["model.num_units=6"]["high"][0] > 1.0
