@@ -44,7 +44,7 @@ Stat = Literal["final", "best", "min", "max"]
 CI = Literal["t", "bootstrap", "log"]
 CORE_KEYS = ("model.kind", "model.num_units", "model.top_k", "model.hidden_size")  # the paper's k_T, k_A, h
 _MIN_TOKENS = {"ce", "bce", "loss", "nll", "mse"}
-_MAX_TOKENS = {"acc", "accuracy", "return"}
+_MAX_TOKENS = {"acc", "accuracy", "return", "success"}
 _UNIT_TOKENS = {"acc", "accuracy", "success"}  # fractions in [0, 1]
 
 
@@ -99,8 +99,9 @@ def stat_column(metric: str, stat: Stat) -> str:
     if stat == "best":
         d = metric_direction(metric)
         if d is None:
-            raise ValueError(f"stat='best' needs to know whether {metric!r} is minimised or maximised and its name "
-                             "does not say (no ce/bce/loss/acc); pass stat='min' or stat='max'")
+            raise ValueError(f"stat='best' needs to know whether {metric!r} is minimised or maximised and its "
+                             f"name does not say (none of {sorted(_MIN_TOKENS | _MAX_TOKENS)}); pass stat='min' or "
+                             "stat='max'")
         return f"{metric}.{d}"
     raise ValueError(f"stat: expected one of 'final', 'best', 'min', 'max', got {stat!r}")
 

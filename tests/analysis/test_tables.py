@@ -97,6 +97,7 @@ def test_best_is_marked_only_where_the_intervals_support_it():
     assert tab.directions["eval/acc_blank200"] == "max" and tab.directions["val/ce"] == "min"
     assert metric_direction("eval/ce_all_blank200") == "min" and metric_direction("eval/acc_res24") == "max"
     assert metric_direction("val/rollout_bce") == "min" and metric_direction("model/num_params") is None
+    assert metric_direction("eval/success_rate_novel4") == "max" and metric_direction("eval/episode_len_mean") is None
     md = tab.to_markdown()
     assert "**0.200 ± 0.248**" in md  # ce of rims 6/4: sd 0.1, 3 seeds
     assert "| 0.850 ± 0.124 |" in md and "| 0.600 ± 0.248 |" in md  # acc: neither bold
