@@ -247,7 +247,9 @@ def figures(runs: list[dict], hist: pa.Table) -> None:
     FIGURES.mkdir(exist_ok=True)
     table = [r for r in runs if r["sweep"] in TABLE_SWEEPS and r["status"] == "FINISHED"]
     fams = sorted({r["family"] for r in table}, key=lambda f: (not f.startswith("RIMs"), f))
-    colors = dict(zip(fams, plt.get_cmap("tab10").colors, strict=False))
+    # 13 families since the remaining rows ran: tab10 has too few colours; cycle past tab20's 20
+    palette = plt.get_cmap("tab20").colors
+    colors = {f: palette[i % len(palette)] for i, f in enumerate(fams)}
     curves = _curves(hist, "val/ce")
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     for f in fams:
