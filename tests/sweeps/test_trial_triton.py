@@ -12,7 +12,7 @@ from sweeps.spec import load_spec
 
 from .logged import logged_trial
 
-SPEC = {"name": "t", "task": {"name": "copying", "blank": 2, "test_blanks": [4], "eval_size": 8},
+SPEC = {"name": "t", "task": {"name": "copying", "blank": 2, "num_symbols": 2, "test_blanks": [4], "eval_size": 8},
         "model": {"kind": "rims", "hidden_size": 12, "num_units": 3, "top_k": 2},
         "optim": {"lr": 0.01, "batch_size": 4, "max_steps": 3, "eval_every": 3}}
 
