@@ -239,6 +239,8 @@ def paired_table(runs: list[dict]) -> str:
 
 
 def figures(runs: list[dict], hist: pa.Table) -> None:
+    """docs/figures/copying_scaled.png: learning curves of the RIM variants and of the baselines (every seed),
+    accuracy at twice the training span (every run), and CE by span (the runs that reached the training length)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -247,32 +249,59 @@ def figures(runs: list[dict], hist: pa.Table) -> None:
     FIGURES.mkdir(exist_ok=True)
     table = [r for r in runs if r["sweep"] in TABLE_SWEEPS and r["status"] == "FINISHED"]
     fams = sorted({r["family"] for r in table}, key=lambda f: (not f.startswith("RIMs"), f))
-    # 13 families since the remaining rows ran: tab10 has too few colours; cycle past tab20's 20
-    palette = plt.get_cmap("tab20").colors
-    colors = {f: palette[i % len(palette)] for i, f in enumerate(fams)}
+    rims, baselines = [f for f in fams if f.startswith("RIMs")], [f for f in fams if not f.startswith("RIMs")]
+    # one palette per group: 9 RIM families and 5 baselines each fit tab10, distinct within their panel
+    palette = plt.get_cmap("tab10").colors
+    colors = {f: palette[i % len(palette)] for group in (rims, baselines) for i, f in enumerate(group)}
     curves = _curves(hist, "val/ce")
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    for f in fams:
-        for i, r in enumerate(r for r in table if r["family"] == f):
-            c = curves.get(r["run_id"], {})
-            axes[0].plot(list(c), list(c.values()), color=colors[f], lw=1, alpha=0.7, label=f if i == 0 else None)
-    axes[0].axhline(RULE, color="grey", ls=":", lw=1, label="stop rule (0.01)")
-    axes[0].axhline(CHANCE, color="grey", ls="--", lw=1, label="chance (ln 8)")
-    axes[0].set(yscale="log", xlabel="step", ylabel=f"val/ce (blank {TRAIN})", title="learning curves, every seed")
-    axes[0].legend(fontsize=7)
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+    for ax, group, title in ((axes[0, 0], rims, "RIM variants"), (axes[0, 1], baselines, "baselines")):
+        for f in group:
+            for i, r in enumerate(r for r in table if r["family"] == f):
+                c = curves.get(r["run_id"], {})
+                # a run that stopped at its first report (Transformer-300) is one point: mark it
+                ax.plot(list(c), list(c.values()), color=colors[f], lw=1, alpha=0.7, label=f if i == 0 else None,
+                        marker="o" if len(c) == 1 else None, ms=3)
+        ax.axhline(RULE, color="grey", ls=":", lw=1, label="stop rule (0.01)")
+        ax.axhline(CHANCE, color="grey", ls="--", lw=1, label="chance (ln 8)")
+        ax.set(yscale="log", xlabel="step", ylabel=f"val/ce (blank {TRAIN})",
+               title=f"learning curves, every seed: {title}")
+        ax.legend(fontsize=7, ncol=2)
+    low = min(a.get_ylim()[0] for a in axes[0])  # one scale for both groups' curves
+    for a in axes[0]:
+        a.set_ylim(low, 3)
+    # every run at twice the training span: filled where the run reached the training length, hollow where not
+    ax, key = axes[1, 0], f"eval/acc_blank{TESTS[0]}"
+    for x, f in enumerate(fams):
+        rs = [r for r in table if r["family"] == f]
+        jitter = np.linspace(-0.15, 0.15, len(rs)) if len(rs) > 1 else [0.0]
+        for dx, r in zip(jitter, rs, strict=True):
+            reached = r["val/ce"] <= RULE
+            ax.plot(x + dx, r[key], "o", ms=4, color=colors[f], mfc=colors[f] if reached else "none")
+        ax.plot([x - 0.3, x + 0.3], [np.median([r[key] for r in rs])] * 2, color="black", lw=1.5)
+    ax.axhline(1 / 8, color="grey", ls="--", lw=1, label="chance (1/8)")
+    ax.plot([], [], "o", ms=4, color="grey", label="reached the training length")
+    ax.plot([], [], "o", ms=4, color="grey", mfc="none", label="did not")
+    ax.plot([], [], color="black", lw=1.5, label="median")
+    ax.set_xticks(range(len(fams)))
+    ax.set_xticklabels(fams, rotation=60, ha="right", fontsize=7)
+    ax.set(ylim=(0, 1.05), ylabel=f"accuracy at blank {TESTS[0]} (recall positions)",
+           title=f"every run at twice the training span (blank {TESTS[0]})")
+    ax.legend(fontsize=7)
+    ax = axes[1, 1]
     blanks = (TRAIN, *TESTS)
     for f in fams:
         rs = [r for r in table if r["family"] == f and r["val/ce"] <= RULE]
         for r in rs:
-            axes[1].plot(blanks, [r[f"eval/ce_blank{b}"] for r in [r] for b in blanks], color=colors[f], lw=1,
-                         alpha=0.7, marker="o", ms=3, label=f"{f} ({len(rs)} reached)" if r is rs[0] else None)
-    axes[1].axhline(CHANCE, color="grey", ls="--", lw=1)
-    axes[1].set(xscale="log", yscale="log", xticks=blanks, xlabel="blank span", ylabel="CE (recall positions)",
-                title="runs that reached the training length")
-    axes[1].minorticks_off()  # the blank spans label the axis, not powers of 10
-    axes[1].set_xticklabels([str(b) for b in blanks])
-    if axes[1].get_legend_handles_labels()[0]:
-        axes[1].legend(fontsize=7)
+            ax.plot(blanks, [r[f"eval/ce_blank{b}"] for b in blanks], color=colors[f], lw=1, alpha=0.7,
+                    marker="o", ms=3, label=f"{f} ({len(rs)} reached)" if r is rs[0] else None)
+    ax.axhline(CHANCE, color="grey", ls="--", lw=1)
+    ax.set(xscale="log", yscale="log", xticks=blanks, xlabel="blank span", ylabel="CE (recall positions)",
+           title="CE by span: runs that reached the training length")
+    ax.minorticks_off()  # the blank spans label the axis, not powers of 10
+    ax.set_xticklabels([str(b) for b in blanks])
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(FIGURES / "copying_scaled.png", dpi=110)
     print(f"wrote {FIGURES / 'copying_scaled.png'}")
