@@ -9,6 +9,7 @@ every repeat and the median of each is reported as a ratio to nn.LSTM of the sam
     python bench/rim_speed.py --compile            # also the torch.compile'd step
     python bench/rim_speed.py --bf16 --plain       # also the plain path (a loop over step, autograd)
     python bench/rim_speed.py --device cuda --triton --cuda-graph  # also the Triton step, eager and graphed
+    python bench/rim_speed.py --recompute          # also RIMCell.recompute (keep less, recompute in backward)
 
 Ratios < 1 mean faster (or smaller) than nn.LSTM.
 """
@@ -106,6 +107,8 @@ def main() -> None:
     ap.add_argument("--input-sizes", default="10,600")
     ap.add_argument("--plain", action="store_true",
                     help="also time RIM on the plain path (use_fused False; what autocast took before 2026-12-03)")
+    ap.add_argument("--recompute", action="store_true",
+                    help="also time RIM with RIMCell.recompute (and the Triton step with it, with --triton)")
     ap.add_argument("--triton", action="store_true",
                     help="also time RIM with its forward step in Triton kernels (rims_core.triton_step; CUDA)")
     args = ap.parse_args()
@@ -142,6 +145,13 @@ def main() -> None:
             for c in rt.cells:
                 c.use_triton = True
             models["RIM (Triton step)"] = rt
+        if args.recompute:
+            for name, triton in [("RIM (recompute)", False)] + ([("RIM (Triton step, recompute)", True)]
+                                                               if args.triton else []):
+                rr = RIM(d_in, 600, num_units=6, top_k=4).to(dev)
+                for c in rr.cells:
+                    c.recompute, c.use_triton = True, triton
+                models[name] = rr
         for m in models.values():
             m.train()
         x = torch.randn(args.steps, args.batch, d_in, device=dev)

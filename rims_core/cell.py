@@ -90,6 +90,11 @@ class RIMCell(RIMCellWeights):
     #: or Triton's interpreter on CPU: tests); False never. The default stays False until the kernels have been
     #: compiled and checked on a GPU: so far they have run only under Triton's CPU interpreter.
     use_triton: bool | None = False
+    #: The fused scan keeps less for backward and recomputes the rest there (rims_core.fused._Compact): the
+    #: active units' gate sigmoids only, no tanh(c'), h~, communication projections or bounded-output sigmoids.
+    #: At the paper's size the saved activations drop from 218 to 84 MB (cuDNN nn.LSTM keeps 94), for two small
+    #: bmm and some pointwise work per step in backward. Same outputs, same gradients to float rounding.
+    recompute: bool = False
     #: In training mode, break exact selection ties (every unit at a zero state) uniformly at random; False breaks
     #: them by unit index in both modes. Set it False where a training-mode forward must reproduce an eval-mode
     #: one, e.g. an RL learner recomputing the logits its eval-mode actors acted on.

@@ -8,6 +8,9 @@ The step path (RIMCell.step, autograd through the same rim_step) serves torch.co
 give the same outputs and gradients. Under autocast the scan runs in fp32 on input maps computed in the autocast
 dtype (RIMCell.scan).
 
+With RIMCell.recompute the forward keeps less and the backward recomputes the rest (see _Compact): saved
+activations drop from about 2.3x to 0.9x of cuDNN nn.LSTM's at the paper's size (docs/benchmarks.md).
+
 Storage is per step (lists of (K, B, .) tensors), never one (T, K, B, .) buffer: buffers of tens of MB are
 fresh mmap'd pages on every call (glibc never recycles blocks above 32 MB), and the first-touch page faults
 cost more than the arithmetic. For the same reason u_t = z_t w_u is recomputed per step instead of stored.
@@ -24,7 +27,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .step import STEP_KEYS, Prepared, comm_heads, comm_read, rim_step
+from .step import STEP_KEYS, Prepared, _tanh, comm_heads, comm_read, rim_step
 from .triton_step import triton_cell_backward, triton_comm_backward, triton_rim_step
 
 __all__ = ["RIMScan", "cell_backward", "comm_backward"]
@@ -62,6 +65,59 @@ def _u_chunk(z: Tensor, w_u: Tensor, t0: int, S: int) -> Tensor:
     return torch.bmm(zc.reshape(1, S_ * B, F).expand(K, -1, -1).contiguous(), w_u).view(K, S_, B, -1)
 
 
+def _active_first(active: Tensor, k: int) -> Tensor:
+    """active (K, B) bool -> (k, B) unit indices, the active units first (in unit order), then inactive ones
+    where a sample has fewer than k (frozen samples): the rows of sg that recompute keeps."""
+    return torch.argsort(active.to(torch.uint8), dim=0, descending=True, stable=True)[:k]
+
+
+class _Compact:
+    """What RIMCell.recompute keeps of a step, and how the backward rebuilds the rest.
+
+    Only active units change state, so the backward reads the gates' sigmoids (sg) of the active units only:
+    the forward keeps those k_A rows of K. x2 = tanh(c') is tanh of the next state for active units (LSTM; the
+    state list gets c_T so that every step has its next state), h~ follows from sg, x2 and h, the communication
+    projections qkv = h~ W^qkv are one bmm, and the bounded forms' sigmoids come from the read the backward
+    computes anyway. The rebuilt tensors equal the saved ones wherever the backward reads them (inactive units'
+    rows of sg are zeros: every term they enter is multiplied by the zero gradient of an inactive unit).
+    """
+
+    def __init__(self, cfg, triton: bool):
+        self.k, self.K = cfg.top_k, cfg.num_units
+        self.lstm = cfg.cell == "lstm"
+        self.triton = triton  # the Triton kernels' tanh form, so rebuilt values match what they saved
+
+    def keep(self, st: dict[str, list[Tensor]], active: Tensor) -> None:
+        """Replace the step's just-appended tensors by what recompute keeps."""
+        if self.k < self.K:
+            sg = st["sg"][-1]
+            idx = _active_first(active, self.k).unsqueeze(-1).expand(-1, -1, sg.shape[-1])
+            st["sg"][-1] = sg.gather(0, idx)
+        for key in ("ht", "qkv", "co") + (("x2",) if self.lstm else ()):
+            if st[key]:
+                st[key].pop()
+
+    def sg(self, sg: Tensor, active: Tensor) -> Tensor:
+        """(k, B, G) kept rows -> (K, B, G), zeros at the units not kept."""
+        if self.k == self.K:
+            return sg
+        idx = _active_first(active, self.k).unsqueeze(-1).expand(-1, -1, sg.shape[-1])
+        return sg.new_zeros(self.K, *sg.shape[1:]).scatter_(0, idx, sg)
+
+    def x2_ht(self, sg: Tensor, active: Tensor, h_prev: Tensor, c_next: Tensor | None, x2: Tensor | None
+              ) -> tuple[Tensor, Tensor]:
+        """x2 (LSTM: tanh of the next state; GRU: the saved W_hn h) and h~ = where(active, the cell's h, h_prev),
+        each (K, B, H)."""
+        m = active.unsqueeze(-1)
+        if self.lstm:
+            x2 = 2 * torch.sigmoid(2 * c_next) - 1 if self.triton else _tanh(c_next)
+            h_new = sg[..., 3 * x2.shape[-1]:] * x2
+        else:
+            _r, z, n = sg.chunk(3, dim=-1)
+            h_new = torch.addcmul(n, z, h_prev - n)
+        return x2, torch.where(m, h_new, h_prev)
+
+
 class _CommGrads(NamedTuple):
     """The communication weights' gradients, accumulated in place over the steps."""
 
@@ -72,11 +128,13 @@ class _CommGrads(NamedTuple):
 
 def comm_backward(cfg, dh: Tensor, active: Tensor, ht: Tensor, qkv: Tensor, P: Tensor, cmask: Tensor | None,
                   co: Tensor | None, comm_w_t: Tensor, comm_qkv_t: Tensor,
-                  grads: _CommGrads) -> Tensor:
+                  grads: _CommGrads, comm_w: Tensor | None = None, comm_b: Tensor | None = None) -> Tensor:
     """One step's communication backward: dh (K, B, H), the gradient of h_t, -> the gradient of h~ (K, B, H).
 
     active (K, B) bool; ht = h~ (K, B, H), qkv (K, B, ch*(2ck+cv)), P (B, ch, K, K), cmask (B, ch, K, K) or None,
-    co (K, B, 2H) the bounded forms' sigmoids or None: what the forward step saved. Accumulates into grads."""
+    co (K, B, 2H) the bounded forms' sigmoids or None: what the forward step saved. A bounded form with co None
+    recomputes it from the read and comm_w (K, ch*cv, 2H), comm_b (K, 1, 2H) or None (RIMCell.recompute).
+    Accumulates into grads."""
     K, B, H = dh.shape
     ch, cv = cfg.comm.heads, cfg.comm.value_size
     form = cfg.comm_output
@@ -88,6 +146,8 @@ def comm_backward(cfg, dh: Tensor, active: Tensor, ht: Tensor, qkv: Tensor, P: T
     if form == "residual":  # upd = read W^o
         d_pre = d_upd
     else:  # upd = g t (gated_residual) or g (t - h~) (convex); [so | g] = sigmoid(pre)
+        if co is None:
+            co = torch.sigmoid(torch.bmm(read, comm_w) if comm_b is None else torch.baddbmm(comm_b, read, comm_w))
         so, g = co[..., :H], co[..., H:]
         t_o = 2 * so - 1
         d_pre = torch.cat([2 * d_upd * g * so * (1 - so),
@@ -184,6 +244,7 @@ class RIMScan(torch.autograd.Function):
         S = _chunk(T, K, B, w_u.shape[-1], w_u.element_size())
         # the step: three Triton kernels on CUDA (rims_core.triton_step; same saved tensors), else rim_step
         step = triton_rim_step if cell.triton_enabled(z.device, z.dtype) else rim_step
+        compact = _Compact(cfg, step is triton_rim_step) if save and cell.recompute else None
         outs, acts, atts, Ps = [], [], [], []
         st: dict[str, list[Tensor]] = {k: [] for k in STEP_KEYS}
         for t in range(T):
@@ -198,6 +259,8 @@ class RIMScan(torch.autograd.Function):
                 None if valid is None else valid[t], None if in_mask is None else in_mask[t],
                 None if comm_mask is None else comm_mask[t], None if orders is None else orders[t],
                 st if save else None)
+            if compact is not None:
+                compact.keep(st, active)
             acts.append(active)
             atts.append(att)
             if comm:
@@ -206,7 +269,9 @@ class RIMScan(torch.autograd.Function):
         act_all, att_all = torch.stack(acts), torch.stack(atts)
         P_all = torch.stack(Ps) if comm else h.new_empty(0)
         if save:
-            ctx.cell, ctx.chunk, ctx.triton = cell, S, step is triton_rim_step
+            if compact is not None and lstm:
+                st["c"].append(c)  # every step's next state: x2 = tanh(c') is recomputed from it
+            ctx.cell, ctx.chunk, ctx.triton, ctx.compact = cell, S, step is triton_rim_step, compact
             ctx.counts = [len(st[k]) for k in STEP_KEYS]
             # everything goes through save_for_backward, so saved-tensor hooks (offloading, memory accounting)
             # see all of it
@@ -252,6 +317,7 @@ class RIMScan(torch.autograd.Function):
             comm_w_t = comm_w.transpose(1, 2).contiguous()
             comm_qkv_t = comm_qkv.transpose(1, 2).contiguous()
         comm_grads = _CommGrads(d_comm_qkv, d_comm_w, d_comm_b) if comm else None
+        compact = ctx.compact
         # the per-step backward: Triton kernels where the forward ran them (rims_core.triton_step), else torch
         comm_bwd, cell_bwd = (triton_comm_backward, triton_cell_backward) if ctx.triton else (comm_backward,
                                                                                               cell_backward)
@@ -261,13 +327,22 @@ class RIMScan(torch.autograd.Function):
                 u_chunk = _u_chunk(z, w_u, t0, S)  # recomputed, (K, S', B, nh*G)
                 d_u_chunk = torch.empty_like(u_chunk)
             dh = dh + (d_out[t] if valid is None else d_out[t] * valid[t].unsqueeze(-1))
-            if comm:  # h_t = h~ + m * upd(read, h~), read = dropout(softmax(q k^T)) v; dh becomes d h~
-                dh = comm_bwd(cfg, dh, ACT[t], st["ht"][t], st["qkv"][t], P_all[t],
-                              None if comm_mask is None else comm_mask[t], st["co"][t] if form != "residual" else None,
-                              comm_w_t, comm_qkv_t, comm_grads)
             h_prev = st["h"][t]
+            if compact is None:
+                sg, x2 = st["sg"][t], st["x2"][t]
+                if comm:
+                    ht, qkv, co = st["ht"][t], st["qkv"][t], st["co"][t] if form != "residual" else None
+            else:  # RIMCell.recompute: rebuild what the forward did not keep
+                sg = compact.sg(st["sg"][t], ACT[t])
+                x2, ht = compact.x2_ht(sg, ACT[t], h_prev, st["c"][t + 1] if lstm else None,
+                                       None if lstm else st["x2"][t])
+                if comm:
+                    qkv, co = torch.bmm(ht, comm_qkv), None  # co from the read, in comm_bwd
+            if comm:  # h_t = h~ + m * upd(read, h~), read = dropout(softmax(q k^T)) v; dh becomes d h~
+                dh = comm_bwd(cfg, dh, ACT[t], ht, qkv, P_all[t], None if comm_mask is None else comm_mask[t], co,
+                              comm_w_t, comm_qkv_t, comm_grads, comm_w, comm_b)
             dh_prev, dc, d_s = cell_bwd(
-                cfg, dh, dc, ACT[t], st["sg"][t], st["x2"][t], st["c"][t] if lstm else None, h_prev, ATT[t],
+                cfg, dh, dc, ACT[t], sg, x2, st["c"][t] if lstm else None, h_prev, ATT[t],
                 None if in_mask is None else in_mask[t], u_chunk[:, t - t0], keys[t], d_u_chunk[:, t - t0], d_hq,
                 d_b_ih)
             if t == t0:  # chunk done: its share of d w_u and d z in two large matmuls

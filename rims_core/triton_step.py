@@ -159,23 +159,26 @@ _FORMS = {"residual": 0, "gated_residual": 1, "convex": 2}
 
 def triton_comm_backward(cfg: RIMConfig, dh: Tensor, active: Tensor, ht: Tensor, qkv: Tensor, P: Tensor,
                          cmask: Tensor | None, co: Tensor | None, comm_w_t: Tensor, comm_qkv_t: Tensor,
-                         grads) -> Tensor:
+                         grads, comm_w: Tensor | None = None, comm_b: Tensor | None = None) -> Tensor:
     """rims_core.fused.comm_backward's contract in two Triton kernels (the output form; the attention), one
-    more that recomputes the read from the saved P, and three matmuls."""
+    more that recomputes the read from the saved P, and three matmuls (four when a bounded form's co is None
+    and is recomputed from the read, comm_w and comm_b: RIMCell.recompute)."""
     kern = _kernels()
     K, B, H = dh.shape
     ch, ck, cv = cfg.comm.heads, cfg.comm.key_size, cfg.comm.value_size
     form = _FORMS[cfg.comm_output]
     dh = dh.contiguous()
     act = active.contiguous().view(torch.int8)
-    d_pre = dh.new_empty((K, B, H if form == 0 else 2 * H))
-    dh_h = torch.empty_like(dh, memory_format=torch.contiguous_format)
-    kern.comm_update_bwd_kernel[(B, K)](dh, act, ht, co if co is not None else dh, d_pre, dh_h, B, H, FORM=form,
-                                        HP=_p2(H))
     read = qkv.new_empty((K, B, ch * cv))
     sizes = dict(CH=ch, HAS_MASK=cmask is not None, KP=_p2(K), CKP=_p2(ck), CVP=_p2(cv))
     kern.comm_attn_kernel[(B, ch)](qkv, cmask if cmask is not None else P, P, read, B, K, ck, cv, LOAD_P=True,
                                    **sizes)
+    if co is None and form != 0:  # the forward's pre-activation, then comm_update_kernel's sigmoid
+        co = torch.sigmoid(torch.bmm(read, comm_w) if comm_b is None else torch.baddbmm(comm_b, read, comm_w))
+    d_pre = dh.new_empty((K, B, H if form == 0 else 2 * H))
+    dh_h = torch.empty_like(dh, memory_format=torch.contiguous_format)
+    kern.comm_update_bwd_kernel[(B, K)](dh, act, ht, co if co is not None else dh, d_pre, dh_h, B, H, FORM=form,
+                                        HP=_p2(H))
     if grads.b is not None:
         grads.b.add_(d_pre.sum(1, keepdim=True))
     grads.w.baddbmm_(read.transpose(1, 2), d_pre)

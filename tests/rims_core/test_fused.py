@@ -151,3 +151,134 @@ def test_autocast_state_stays_finite_over_thousands_of_steps():
             out, state = rim(torch.randn(1000, 2, 5) * 3, state)
             assert out.dtype == torch.float32 and torch.isfinite(out).all()
     assert state.abs().max() < 1
+
+
+# ---------------------------------------------------------------- RIMCell.recompute: keep less, recompute in backward
+def _set_recompute(rim, on):
+    for c in rim.cells:
+        c.recompute = on
+
+
+def _saved_bytes(fn):
+    """Bytes of the distinct storages autograd saves while fn() runs (bench/rim_speed.py counts the same way)."""
+    seen = {}
+
+    def pack(t):
+        seen[(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(seen.values())
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("comm", ["off", *OUTPUTS])
+def test_recompute_gives_the_same_outputs_and_gradients(cell, comm):
+    # two layers, both directions, dropout everywhere, 1 or 3 input heads and bias on or off across the matrix
+    torch.manual_seed(0)
+    bounded = comm in ("gated_residual", "convex")
+    rim = RIM(5, 12, 2, not bounded, dropout=0.2, bidirectional=True, dtype=torch.float64, num_units=4, top_k=2,
+              cell=cell, input_attention={"heads": 3 if bounded else 1, "key_size": 4, "dropout": 0.3},
+              comm={"enabled": comm != "off", "heads": 2, "key_size": 3, "value_size": 5, "dropout": 0.3,
+                    "output": "convex" if comm == "off" else comm})
+    rim.train()
+    x = torch.randn(7, 3, 5, dtype=torch.float64)
+    x[:, 0] = 0  # every unit ties: the random tie-break picks the active units
+    _set_recompute(rim, False)
+    a = run(rim, x, True)
+    _set_recompute(rim, True)
+    b = run(rim, x, True)
+    assert torch.equal(a[0], b[0])  # the forward is the same computation
+    assert torch.equal(a[2].active, b[2].active)
+    for n in a[3]:
+        torch.testing.assert_close(b[3][n], a[3][n], msg=n)
+
+
+@pytest.mark.parametrize("selection,top_k", [("random", 2), ("all", 4), ("topk", 1), ("topk", 3)])
+def test_recompute_on_packed_sequences_and_every_selection_rule(selection, top_k):
+    """Finished sequences have fewer than k_A active units: the rows kept of sg then include inactive units."""
+    torch.manual_seed(0)
+    rim = RIM(5, 12, num_units=4, top_k=top_k, selection=selection, dtype=torch.float64,
+              comm={"output": "gated_residual"})
+    rim.train()
+    x = torch.randn(6, 4, 5, dtype=torch.float64)
+    packed = pack_padded_sequence(x, torch.tensor([6, 2, 4, 1]), enforce_sorted=False)
+    _set_recompute(rim, False)
+    a = run(rim, packed, True)
+    _set_recompute(rim, True)
+    b = run(rim, packed, True)
+    torch.testing.assert_close(b[0], a[0])
+    assert not b[2].active[0, 2:, 1].any()
+    for n in a[3]:
+        torch.testing.assert_close(b[3][n], a[3][n], msg=n)
+    ref = run(rim, packed, False)  # and the plain path (autograd) agrees
+    for n in a[3]:
+        torch.testing.assert_close(b[3][n], ref[3][n], msg=n)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_recompute_gradcheck(cell):
+    torch.manual_seed(0)
+    rim = RIM(2, 6, dtype=torch.float64, num_units=3, top_k=2, cell=cell,
+              input_attention={"heads": 2, "key_size": 3, "dropout": 0.0},
+              comm={"heads": 2, "key_size": 2, "value_size": 3, "dropout": 0.0, "output": "convex"})
+    _set_recompute(rim, True)
+    x = torch.randn(4, 2, 2, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(1, 2, 6, dtype=torch.float64, requires_grad=True)
+    c0 = torch.randn(1, 2, 6, dtype=torch.float64)
+    names = [n for n, _ in rim.named_parameters()]
+
+    def f(x, h0, *ps):
+        with torch.nn.utils.stateless._reparametrize_module(rim, dict(zip(names, ps, strict=True))):
+            out, _ = rim(x, (h0, c0) if cell == "lstm" else h0)
+        return out
+
+    assert torch.autograd.gradcheck(f, (x, h0, *rim.parameters()), eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_recompute_drops_exactly_what_backward_can_rebuild(cell):
+    """Saved bytes, counted by storage: recompute keeps k_A of K rows of the gates' sigmoids and none of tanh(c')
+    (LSTM), h~, qkv or the bounded output's sigmoids; it adds the final c (LSTM: every step's next state)."""
+    T, B, K, k, H = 9, 5, 6, 4, 3
+    ch, ck, cv = 2, 3, 4
+    torch.manual_seed(0)
+    rim = RIM(7, K * H, num_units=K, top_k=k, cell=cell,
+              comm={"heads": ch, "key_size": ck, "value_size": cv, "output": "gated_residual"})
+    rim.train()
+    x = torch.randn(T, B, 7)
+    _set_recompute(rim, False)
+    full = _saved_bytes(lambda: rim(x)[0])
+    _set_recompute(rim, True)
+    kept = _saved_bytes(lambda: rim(x)[0])
+    G = (4 if cell == "lstm" else 3) * H
+    per_unit = (K - k) * G + K * (H + ch * (2 * ck + cv) + 2 * H)  # sg rows, h~, qkv, co
+    if cell == "lstm":
+        per_unit += K * H  # x2 = tanh(c')
+    dropped = T * B * per_unit * 4 - (K * B * H * 4 if cell == "lstm" else 0)
+    assert full - kept == dropped
+
+
+def test_recompute_gradients_stay_finite_over_thousands_of_steps():
+    """3,000 steps in chunks of 1,000 with the state carried across them (truncated backprop), recompute on: the
+    gradients agree with the saving scan's and stay finite."""
+    torch.manual_seed(0)
+    rim = RIM(5, 16, num_units=4, top_k=2, comm={"output": "gated_residual"})
+    rim.train()
+    xs = [torch.randn(1000, 2, 5) * 3 for _ in range(3)]
+    grads = {}
+    for on in (False, True):
+        _set_recompute(rim, on)
+        torch.manual_seed(1)
+        rim.zero_grad(set_to_none=True)
+        state = None
+        for x in xs:
+            out, state = rim(x, state)
+            (out.square().mean() + state[1].square().mean()).backward()
+            state = tuple(s.detach() for s in state)
+            assert torch.isfinite(out).all() and all(torch.isfinite(s).all() for s in state)
+        grads[on] = {n: p.grad.clone() for n, p in rim.named_parameters()}
+    for n, g in grads[True].items():
+        assert torch.isfinite(g).all(), n
+        torch.testing.assert_close(g, grads[False][n], msg=n)

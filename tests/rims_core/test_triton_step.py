@@ -136,6 +136,29 @@ def test_triton_equals_plain_with_layers_and_directions(cell):
     assert_same(run(rim, x, True), run(rim, x, False))
 
 
+def _recompute(rim, on=True):
+    for c in rim.cells:
+        c.recompute = on
+    return rim
+
+
+@pytest.mark.parametrize("cell,comm", [("lstm", "gated_residual"), ("gru", "convex"), ("lstm", "residual")])
+def test_triton_with_recompute_equals_plain(cell, comm):
+    """RIMCell.recompute with the Triton step: the backward rebuilds h~, qkv, tanh(c') and the bounded output's
+    sigmoids in torch and hands them to the same kernels; packed sequences leave fewer than k_A units active."""
+    rim = make(cell, heads=2, comm=comm, top_k=2)
+    rim.train()
+    x = torch.randn(6, 4, 5, device=DEVICE)
+    x[:, 0] = 0
+    packed = pack_padded_sequence(x, torch.tensor([6, 2, 4, 1]), enforce_sorted=False)
+    b = run(rim, packed, False)  # plain fused step, everything saved
+    a = run(_recompute(rim), packed, True)
+    torch.testing.assert_close(a[0], b[0])
+    assert torch.equal(a[2].active, b[2].active)
+    for n in a[3]:
+        torch.testing.assert_close(a[3][n], b[3][n], msg=n)
+
+
 def test_use_triton_true_without_a_way_to_run_names_the_setting(monkeypatch):
     monkeypatch.setattr("rims_core.cell.triton_available", lambda device: False)
     cell = RIMCell(5, 8, num_units=2, top_k=1)
@@ -182,6 +205,38 @@ def test_triton_equals_plain_at_the_paper_size_under_bf16_autocast_on_cuda():
     torch.testing.assert_close(a[0], b[0], rtol=1e-4, atol=1e-5)
     for n in a[3]:
         torch.testing.assert_close(a[3][n], b[3][n], rtol=1e-3, atol=1e-5, msg=n)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("triton", [False, True])
+def test_recompute_at_the_paper_size_on_cuda(triton):
+    """RIMCell.recompute at the paper's size on CUDA (torch step and Triton step): the gradients of the scan that
+    keeps everything, and no more saved for backward than cuDNN's nn.LSTM(10, 600) keeps."""
+    torch.manual_seed(0)
+    rim = RIM(10, 600, device="cuda", num_units=6, top_k=4).train()
+    x = torch.randn(50, 64, 10, device="cuda")
+    b = run(rim, x, triton)
+    a = run(_recompute(rim), x, triton)
+    assert torch.equal(a[2].active, b[2].active)
+    torch.testing.assert_close(a[0], b[0])
+    for n in a[3]:
+        torch.testing.assert_close(a[3][n], b[3][n], rtol=1e-4, atol=1e-6, msg=n)
+    lstm = torch.nn.LSTM(10, 600, device="cuda")
+    assert _saved_bytes(lambda: rim(x)[0]) <= _saved_bytes(lambda: lstm(x)[0])
+
+
+def _saved_bytes(fn) -> int:
+    """Bytes of the distinct storages autograd saves while fn() runs (as bench/rim_speed.py counts them)."""
+    seen = {}
+
+    def pack(t):
+        seen[(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(seen.values())
 
 
 def test_the_backward_runs_the_triton_kernels_when_the_forward_did(monkeypatch):
