@@ -25,7 +25,7 @@ import time
 import torch
 from torch import nn
 
-from rims_core import RIM, AutocastSafeLSTM, cpu_autocast_lstm_supported, cuda_graphed
+from rims_core import RIM, AutocastSafeLSTM, cpu_autocast_lstm_supported, cuda_graphed, saved_bytes, set_recompute
 
 
 def sync(device: str) -> None:
@@ -41,20 +41,14 @@ def time_fn(fn, device: str) -> float:
     return time.perf_counter() - t
 
 
-def saved_bytes(model: nn.Module, x: torch.Tensor, autocast) -> int:
+def saved_bytes_of(model: nn.Module, x: torch.Tensor, autocast) -> int:
     """Bytes of the distinct tensors autograd saves for backward during one forward."""
-    seen: dict[tuple[int, int], int] = {}
 
-    def pack(t: torch.Tensor):
-        if t.device.type != "meta":
-            key = (t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
-            seen[key] = t.untyped_storage().nbytes()
-        return t
+    def forward():
+        with autocast():
+            model(x)
 
-    with autocast(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = model(x)[0]
-    del out
-    return sum(seen.values())
+    return saved_bytes(forward)
 
 
 def measure(models: dict[str, nn.Module], x: torch.Tensor, device: str, repeats: int, autocast) -> dict:
@@ -79,7 +73,7 @@ def measure(models: dict[str, nn.Module], x: torch.Tensor, device: str, repeats:
         for k, m in models.items():  # alternate the models within each repeat
             fwd[k].append(time_fn(lambda m=m: forward(m), device))
             fb[k].append(time_fn(lambda m=m: forward_backward(m), device))
-    mem = {k: saved_bytes(m, x, autocast) for k, m in models.items()}
+    mem = {k: saved_bytes_of(m, x, autocast) for k, m in models.items()}
     return {k: (statistics.median(fwd[k]), statistics.median(fb[k]), mem[k]) for k in models}
 
 
@@ -149,8 +143,9 @@ def main() -> None:
             for name, triton in [("RIM (recompute)", False)] + ([("RIM (Triton step, recompute)", True)]
                                                                if args.triton else []):
                 rr = RIM(d_in, 600, num_units=6, top_k=4).to(dev)
+                set_recompute(rr)
                 for c in rr.cells:
-                    c.recompute, c.use_triton = True, triton
+                    c.use_triton = triton
                 models[name] = rr
         for m in models.values():
             m.train()

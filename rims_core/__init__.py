@@ -38,6 +38,8 @@ __all__ = [
     "enable_triton",
     "install_graphs",
     "macs_per_step",
+    "saved_bytes",
+    "set_recompute",
 ]
 
 _WHERE = {
@@ -51,6 +53,7 @@ _WHERE = {
     "enable_triton": "triton_check",
     **dict.fromkeys(("RIM", "RIMTrace"), "rim"),
     "RelationalMemory": "rmc",
+    **dict.fromkeys(("saved_bytes", "set_recompute"), "memory"),
     **dict.fromkeys(("TransformerCore", "TransformerState"), "transformer"),
 }
 

@@ -93,7 +93,8 @@ class RIMCell(RIMCellWeights):
     #: The fused scan keeps less for backward and recomputes the rest there (rims_core.fused._Compact): the
     #: active units' gate sigmoids only, no tanh(c'), h~, communication projections or bounded-output sigmoids.
     #: At the paper's size the saved activations drop from 218 to 84 MB (cuDNN nn.LSTM keeps 94), for two small
-    #: bmm and some pointwise work per step in backward. Same outputs, same gradients to float rounding.
+    #: bmm and some pointwise work per step in backward. Same outputs, same gradients to float rounding. The
+    #: fused scan only: the plain path (use_fused False, compile_step) keeps what autograd keeps.
     recompute: bool = False
     #: In training mode, break exact selection ties (every unit at a zero state) uniformly at random; False breaks
     #: them by unit index in both modes. Set it False where a training-mode forward must reproduce an eval-mode

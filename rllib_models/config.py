@@ -58,6 +58,9 @@ class RIMModelConfig:
     # on CUDA, the RIM's acting steps and learner passes as CUDA graphs (rims_core.install_graphs); off by default
     # until timed on a GPU, as the sweeps' resources.cuda_graph
     cuda_graph: bool = False
+    # the RIM keeps less for backward and recomputes it there (rims_core.set_recompute; the sweeps'
+    # resources.recompute): the learner's memory, not the actors'
+    recompute: bool = False
 
     def rim_kwargs(self) -> dict[str, Any]:
         """Arguments of rims_core.RIM besides input_size: hidden_size and the RIM-only settings."""
@@ -67,7 +70,8 @@ class RIMModelConfig:
         """The plain dict to put in an RLModuleSpec (round-trips through parse_model_config)."""
         return {**self.rim.to_dict(), "max_seq_len": self.max_seq_len,
                 "conv_filters": [list(f) for f in self.conv_filters],
-                "encoder_hiddens": list(self.encoder_hiddens), "triton": self.triton, "cuda_graph": self.cuda_graph}
+                "encoder_hiddens": list(self.encoder_hiddens), "triton": self.triton, "cuda_graph": self.cuda_graph,
+                "recompute": self.recompute}
 
 
 # every key a model_config may hold: the RIM's, then the policy's own
@@ -115,7 +119,7 @@ def parse_model_config(model_config: dict[str, Any] | None) -> RIMModelConfig:
         if not isinstance(hid, list | tuple) or not all(isinstance(v, int) and v > 0 for v in hid):
             raise ModelConfigError(f"model_config: Expected encoder_hiddens to be a list of positive ints, got {hid!r}")
         values["encoder_hiddens"] = tuple(hid)
-    for key in ("triton", "cuda_graph"):
+    for key in ("triton", "cuda_graph", "recompute"):
         if key in values and not isinstance(values[key], bool):
             raise ModelConfigError(f"model_config: Expected {key} to be true or false, got {values[key]!r}")
     rim = {"hidden_size": DEFAULT_HIDDEN_SIZE, **{k: values.pop(k) for k in RIM_KEYS if k in values}}

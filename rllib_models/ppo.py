@@ -125,9 +125,10 @@ def check_settings(settings: PPOBase, model: dict[str, Any], minibatch_size: int
 
 def build_ppo_config(settings: PPOBase, model: dict[str, Any], *, lr: float, minibatch_size: int,
                      grad_clip: float, total_steps: int, seed: int, gpus: float = 0.0, triton: bool = True,
-                     cuda_graph: bool = False) -> Any:
-    """A PPOConfig (new or old stack per settings.api_stack) for the RIM or LSTM policy of ``model``; triton and
-    cuda_graph (the sweeps' resources.triton, resources.cuda_graph) go into a RIM policy's model_config."""
+                     cuda_graph: bool = False, recompute: bool = False) -> Any:
+    """A PPOConfig (new or old stack per settings.api_stack) for the RIM or LSTM policy of ``model``; triton,
+    cuda_graph and recompute (the sweeps' resources.triton, resources.cuda_graph, resources.recompute) go into a
+    RIM policy's model_config."""
     from ray.rllib.algorithms.ppo import PPOConfig
     from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
 
@@ -137,7 +138,7 @@ def build_ppo_config(settings: PPOBase, model: dict[str, Any], *, lr: float, min
 
     kind, mc = check_settings(settings, model, minibatch_size)
     if kind == "rims":
-        mc = {**mc, "triton": triton, "cuda_graph": cuda_graph}
+        mc = {**mc, "triton": triton, "cuda_graph": cuda_graph, "recompute": recompute}
     register_envs()
     env, env_config = settings.env_spec(train=True)
     _, eval_env_config = settings.env_spec(train=False)
@@ -263,7 +264,7 @@ def fast_path_status(algo: Any, old_stack: bool) -> dict[str, str]:
 def train_ppo(settings: PPOBase, model: dict[str, Any], optim: dict[str, Any], seed: int, *,
               checkpoint_dir: Path | None, log: Callable[[dict[str, float], int], None],
               report: Callable[[dict[str, float], Path | None], None], gpus: float = 0.0, triton: bool = True,
-              cuda_graph: bool = False,
+              cuda_graph: bool = False, recompute: bool = False,
               save: Callable[[Path, dict[str, Any]], None], load: Callable[[Path], dict[str, Any]],
               evaluate: Callable[[Any], dict[str, float]] | None = None,
               status: Callable[[dict[str, str]], None] | None = None) -> None:
@@ -277,7 +278,7 @@ def train_ppo(settings: PPOBase, model: dict[str, Any], optim: dict[str, Any], s
 
     config = build_ppo_config(settings, model, lr=optim["lr"], minibatch_size=optim["batch_size"],
                               grad_clip=optim["grad_clip"], total_steps=optim["max_steps"], seed=seed, gpus=gpus,
-                              triton=triton, cuda_graph=cuda_graph)
+                              triton=triton, cuda_graph=cuda_graph, recompute=recompute)
     algo = config.build_algo()
     old = settings.api_stack == "old"
     try:

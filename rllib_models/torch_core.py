@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from rims_core import RIM, GraphedRIM, enable_triton, install_graphs
+from rims_core import RIM, GraphedRIM, enable_triton, install_graphs, set_recompute
 
 from .config import RIMModelConfig
 
@@ -72,6 +72,7 @@ class RIMPolicyCore(nn.Module):
         # in both, or the learner replays an episode from other units than the actor used
         for cell in self.rim.cells:
             cell.random_ties = False
+        set_recompute(self.rim, cfg.recompute)  # model_config recompute: only a backward (the learner) reads it
         self.pi = nn.Linear(cfg.rim.hidden_size, num_outputs)
         self.vf = nn.Linear(cfg.rim.hidden_size, 1)
         for head, gain in ((self.pi, 0.01), (self.vf, 1.0)):

@@ -181,7 +181,7 @@ def run_local(spec: SweepSpec, spec_text: str, out: str | Path, *, jobs: int = 1
            "parent_run_id": state.get("parent_run_id", ""), "sweep_id": sweep_id, "seeds": spec.seed_list,
            "tags": state["tags"], "cpus": cpus, "gpus": 1 if device and device.startswith("cuda") else 0,
            "spill_dir": str(spill_dir) if spill_dir else None, "device": device, "triton": spec.resources.triton,
-           "cuda_graph": spec.resources.cuda_graph}
+           "cuda_graph": spec.resources.cuda_graph, "recompute": spec.resources.recompute}
     stop = (spec.stop.metric, spec.stop.threshold, spec.stop.mode)
     deadline = time.time() + spec.stop.time_budget_s if spec.stop.time_budget_s else None
     trials = [(f"{i:05d}", p) for i, p in enumerate(trial_points(spec))]

@@ -137,7 +137,8 @@ def run_sweep(spec: SweepSpec, spec_text: str, *, address: str | None = None, ml
     ctx = {"tracking_uri": uri, "experiment_id": sweeper.experiment_id, "experiment": experiment,
            "parent_run_id": parent, "sweep_id": sweep_id, "seeds": spec.seed_list, "tags": tags,
            "cpus": spec.resources.cpu, "gpus": spec.resources.gpu, "spill_dir": str(path / "tracking_spill"),
-           "triton": spec.resources.triton, "cuda_graph": spec.resources.cuda_graph}
+           "triton": spec.resources.triton, "cuda_graph": spec.resources.cuda_graph,
+           "recompute": spec.resources.recompute}
     trainable = tune.with_resources(_exiting(wrap_function(tune.with_parameters(train_trial, ctx=ctx))),
                                     {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
     grid_like = search_algorithm(spec.search.algorithm).expanded  # else a searcher suggests (Optuna)

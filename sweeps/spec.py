@@ -117,5 +117,6 @@ def sweep_params(spec: SweepSpec, smoke: bool) -> dict[str, Any]:
             "search.metric": metric, "search.mode": mode, "scheduler.name": spec.scheduler.name,
             "seeds": json.dumps(spec.seed_list), "resources.cpu": spec.resources.cpu,
             "resources.gpu": spec.resources.gpu, "resources.triton": spec.resources.triton,
-            "resources.cuda_graph": spec.resources.cuda_graph, "smoke": smoke,
+            "resources.cuda_graph": spec.resources.cuda_graph, "resources.recompute": spec.resources.recompute,
+            "smoke": smoke,
             "task.name": spec.task["name"]}

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from rims_core import RIM, GraphedRIM, count_parameters, enable_triton, install_graphs, macs_per_step
+from rims_core import RIM, GraphedRIM, count_parameters, enable_triton, install_graphs, macs_per_step, set_recompute
 from rims_core.errors import NonFiniteLossError
 
 from .flat import config_id, nest, resolve
@@ -80,7 +80,8 @@ def run_trial(config: dict[str, Any], ctx: dict[str, Any], *, trial_id: str, che
     """Train one trial from its config (and its last checkpoint, if any), reporting every eval_every steps.
 
     ctx: tracking_uri, experiment_id, experiment, parent_run_id, sweep_id, seeds, tags, cpus, gpus, spill_dir,
-    device, triton (resources.triton; default true), cuda_graph (resources.cuda_graph; default false).
+    device, triton (resources.triton; default true), cuda_graph (resources.cuda_graph; default false), recompute
+    (resources.recompute; default false).
     tracking_uri None: offline (operations to the spill file) when spill_dir is given, else off.
     report(metrics, checkpoint_dir) is called with a directory that holds the checkpoint of that report.
 
@@ -116,7 +117,7 @@ def run_trial(config: dict[str, Any], ctx: dict[str, Any], *, trial_id: str, che
 
     try:
         _setup_and_train(flat, seed, device, checkpoint_dir, tracker, report_step, ctx.get("triton", True),
-                         ctx.get("cuda_graph", False))
+                         ctx.get("cuda_graph", False), ctx.get("recompute", False))
     except NonFiniteLossError as e:  # a sure failure: the run says why, and the failed report ends the trial
         tracker.set_tags({TAG_FAILURE: str(e)[:500]})
         tracker.finish("FAILED")
@@ -138,16 +139,17 @@ def run_trial(config: dict[str, Any], ctx: dict[str, Any], *, trial_id: str, che
 
 def _setup_and_train(flat: dict[str, Any], seed: int, device: torch.device, checkpoint_dir: Path | None,
                      tracker: Any, report: Callable[[dict[str, float], Path | None], None],
-                     triton: bool = True, cuda_graph: bool = False) -> None:
+                     triton: bool = True, cuda_graph: bool = False, recompute: bool = False) -> None:
     task = build_task(flat, device)
     optim = nest(flat, "optim")
     if isinstance(task, RLTask):  # trained by its RL algorithm; checkpoints are directories (state.pt + its own)
         task.train(optim, seed, checkpoint_dir, tracker.log, report, save_checkpoint, load_checkpoint,
-                   triton=triton, cuda_graph=cuda_graph, set_tags=tracker.set_tags)
+                   triton=triton, cuda_graph=cuda_graph, recompute=recompute, set_tags=tracker.set_tags)
         tracker.finish("FINISHED")
         return
     torch.manual_seed(seed)
     model = task.build_model()
+    set_recompute(model, recompute)  # resources.recompute: the RIM cells keep less for backward (no other model)
     # the Triton step on CUDA, after its check against the torch step (the check leaves the RNG state as it was)
     status = enable_triton(model, device, triton)
     if status is not None:

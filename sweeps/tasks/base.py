@@ -97,11 +97,12 @@ class RLTask(RLTaskDeclaration, _Built, ABC):
 
     @abstractmethod
     def train(self, optim: dict[str, Any], seed: int, checkpoint_dir: Any, log: Any, report: Any,
-              save: Any, load: Any, *, triton: bool = True, cuda_graph: bool = False,
+              save: Any, load: Any, *, triton: bool = True, cuda_graph: bool = False, recompute: bool = False,
               set_tags: Any = None) -> None:
         """Train until optim["max_steps"]; log(metrics, step) and report(metrics, checkpoint_dir) every
         optim["eval_every"] steps, as the supervised trial loop does. triton, cuda_graph: resources.triton and
-        resources.cuda_graph (what a RIM policy does on CUDA); set_tags({tag: value}): the trial's tags
+        resources.cuda_graph (what a RIM policy does on CUDA); recompute: resources.recompute (a RIM policy's
+        learner keeps less for backward); set_tags({tag: value}): the trial's tags
         (rims.triton, rims.cuda_graph: how those fast paths fared, set when they change)."""
 
 
@@ -114,7 +115,7 @@ class PPOTask(RLTask):
         return None
 
     def train(self, optim: dict[str, Any], seed: int, checkpoint_dir: Any, log: Any, report: Any,
-              save: Any, load: Any, *, triton: bool = True, cuda_graph: bool = False,
+              save: Any, load: Any, *, triton: bool = True, cuda_graph: bool = False, recompute: bool = False,
               set_tags: Any = None) -> None:
         from rllib_models.ppo import train_ppo  # RLlib is imported by RL trials only
 
@@ -125,4 +126,4 @@ class PPOTask(RLTask):
         gpus = 1.0 if self.device.type == "cuda" else 0.0
         train_ppo(self.settings, self.model_settings, optim, seed, checkpoint_dir=checkpoint_dir, log=log,
                   report=report, gpus=gpus, save=save, load=load, evaluate=self.evaluator(), triton=triton,
-                  cuda_graph=cuda_graph, status=status)
+                  cuda_graph=cuda_graph, recompute=recompute, status=status)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from rims_core import RIM
+from rims_core import RIM, saved_bytes, set_recompute
 from rims_core.cell import RIMCell
 from rims_core.fused import RIMScan
 
@@ -155,21 +155,7 @@ def test_autocast_state_stays_finite_over_thousands_of_steps():
 
 # ---------------------------------------------------------------- RIMCell.recompute: keep less, recompute in backward
 def _set_recompute(rim, on):
-    for c in rim.cells:
-        c.recompute = on
-
-
-def _saved_bytes(fn):
-    """Bytes of the distinct storages autograd saves while fn() runs (bench/rim_speed.py counts the same way)."""
-    seen = {}
-
-    def pack(t):
-        seen[(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return sum(seen.values())
+    assert set_recompute(rim, on) == len(rim.cells)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
@@ -239,8 +225,9 @@ def test_recompute_gradcheck(cell):
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_recompute_drops_exactly_what_backward_can_rebuild(cell):
-    """Saved bytes, counted by storage: recompute keeps k_A of K rows of the gates' sigmoids and none of tanh(c')
-    (LSTM), h~, qkv or the bounded output's sigmoids; it adds the final c (LSTM: every step's next state)."""
+    """Saved bytes, counted by storage (rims_core.saved_bytes): recompute keeps k_A of K rows of the gates'
+    sigmoids and none of tanh(c') (LSTM), h~, qkv or the bounded output's sigmoids; it adds the final c (LSTM:
+    every step's next state)."""
     T, B, K, k, H = 9, 5, 6, 4, 3
     ch, ck, cv = 2, 3, 4
     torch.manual_seed(0)
@@ -249,9 +236,9 @@ def test_recompute_drops_exactly_what_backward_can_rebuild(cell):
     rim.train()
     x = torch.randn(T, B, 7)
     _set_recompute(rim, False)
-    full = _saved_bytes(lambda: rim(x)[0])
+    full = saved_bytes(lambda: rim(x)[0])
     _set_recompute(rim, True)
-    kept = _saved_bytes(lambda: rim(x)[0])
+    kept = saved_bytes(lambda: rim(x)[0])
     G = (4 if cell == "lstm" else 3) * H
     per_unit = (K - k) * G + K * (H + ch * (2 * ck + cv) + 2 * H)  # sg rows, h~, qkv, co
     if cell == "lstm":

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from rims_core import RIM
+from rims_core import RIM, saved_bytes, set_recompute
 from rims_core.cell import RIMCell
 from rims_core.triton_step import available, triton_rim_step
 
@@ -137,8 +137,7 @@ def test_triton_equals_plain_with_layers_and_directions(cell):
 
 
 def _recompute(rim, on=True):
-    for c in rim.cells:
-        c.recompute = on
+    set_recompute(rim, on)
     return rim
 
 
@@ -223,20 +222,7 @@ def test_recompute_at_the_paper_size_on_cuda(triton):
     for n in a[3]:
         torch.testing.assert_close(a[3][n], b[3][n], rtol=1e-4, atol=1e-6, msg=n)
     lstm = torch.nn.LSTM(10, 600, device="cuda")
-    assert _saved_bytes(lambda: rim(x)[0]) <= _saved_bytes(lambda: lstm(x)[0])
-
-
-def _saved_bytes(fn) -> int:
-    """Bytes of the distinct storages autograd saves while fn() runs (as bench/rim_speed.py counts them)."""
-    seen = {}
-
-    def pack(t):
-        seen[(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return sum(seen.values())
+    assert saved_bytes(lambda: rim(x)[0]) <= saved_bytes(lambda: lstm(x)[0])
 
 
 def test_the_backward_runs_the_triton_kernels_when_the_forward_did(monkeypatch):

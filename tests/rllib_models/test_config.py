@@ -18,7 +18,7 @@ def test_defaults_are_the_papers_atari_setting():
 def test_round_trip_through_the_plain_dict():
     cfg = parse_model_config({"num_units": 4, "top_k": 3, "hidden_size": 64, "cell": "gru",
                               "comm": {"heads": 2}, "conv_filters": [[8, 4, 2], [16, 3, 3]], "encoder_hiddens": [],
-                              "triton": False, "cuda_graph": True})
+                              "triton": False, "cuda_graph": True, "recompute": True})
     assert parse_model_config(cfg.to_model_config()) == cfg
 
 
@@ -27,7 +27,7 @@ def test_the_rim_settings_are_rims_core_s_config_with_its_defaults():
     assert cfg.rim == RIMConfig(hidden_size=64, num_units=4, top_k=3, comm={"heads": 2})
     mc = cfg.to_model_config()
     assert set(mc) == {f.name for f in fields(RIMConfig)} | {"max_seq_len", "conv_filters", "encoder_hiddens",
-                                                            "triton", "cuda_graph"}
+                                                            "triton", "cuda_graph", "recompute"}
     assert mc["comm"] == asdict(CommConfig(heads=2))  # RIMConfig's defaults filled in
 
 
@@ -59,6 +59,7 @@ def test_keys_rllib_merges_are_accepted():
     ({"encoder_hiddens": [0]}, "encoder_hiddens to be a list of positive ints"),
     ({"triton": "yes"}, "Expected triton to be true or false, got 'yes'"),
     ({"cuda_graph": 1}, "Expected cuda_graph to be true or false, got 1"),
+    ({"recompute": "on"}, "Expected recompute to be true or false, got 'on'"),
 ])
 def test_invalid_values_name_the_field_and_what_is_allowed(mc, match):
     with pytest.raises(ModelConfigError, match=match):

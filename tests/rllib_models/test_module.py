@@ -8,6 +8,7 @@ import pytest
 import torch
 from ray.rllib.core.columns import Columns
 
+from rims_core import saved_bytes
 from rllib_models import torch_core
 from rllib_models.catalog import RIMModelV2
 from rllib_models.config import ModelConfigError
@@ -199,3 +200,21 @@ def test_without_the_setting_or_a_gpu_the_policy_installs_no_graphs(monkeypatch)
         with torch.no_grad():
             m.forward_exploration({Columns.OBS: torch.randn(2, 1, 5), Columns.STATE_IN: batched_state(m, 2)})
         assert m.core.graph_status is None and m.core.graphs is None and "forward" not in vars(m.core.rim)
+
+
+def test_recompute_learns_with_the_eager_policys_gradients():
+    """model_config recompute: the RIM's cells keep less for the learner's backward; a learner pass over padded
+    sequences gives the logits and every gradient of the policy that keeps everything."""
+    plain, low = module(), module(recompute=True)
+    assert all(c.recompute for c in low.core.rim.cells) and not any(c.recompute for c in plain.core.rim.cells)
+    state = {k: torch.randn(3, *v.shape) * 0.5 for k, v in plain.get_initial_state().items()}
+    batch = {Columns.OBS: torch.randn(3, 8, 5), Columns.STATE_IN: state, Columns.SEQ_LENS: torch.tensor([8, 5, 2])}
+    assert saved_bytes(lambda: low.forward_train(batch)) < saved_bytes(lambda: plain.forward_train(batch))
+    grads = []
+    for m in (plain, low):
+        out = m.forward_train(batch)
+        loss = out[Columns.ACTION_DIST_INPUTS].sin().sum() + m.compute_values(batch, out[Columns.EMBEDDINGS]).sum()
+        grads.append((out[Columns.ACTION_DIST_INPUTS], torch.autograd.grad(loss, list(m.parameters()))))
+    torch.testing.assert_close(grads[1][0], grads[0][0])
+    for a, b in zip(grads[1][1], grads[0][1], strict=True):
+        torch.testing.assert_close(a, b)

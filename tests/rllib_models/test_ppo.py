@@ -43,16 +43,17 @@ def changed(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return any(not torch.equal(a[k], b[k]) for k in a)
 
 
-def test_resources_triton_and_cuda_graph_reach_the_rim_policys_model_config():
-    """The sweeps' resources.triton and resources.cuda_graph decide what a RIM policy does on CUDA; RLlib's LSTM
-    has no such keys (its model_config would refuse them)."""
-    for triton, graph in ((True, False), (False, True)):
+def test_resources_triton_cuda_graph_and_recompute_reach_the_rim_policys_model_config():
+    """The sweeps' resources.triton, resources.cuda_graph and resources.recompute decide what a RIM policy does;
+    RLlib's LSTM has no such keys (its model_config would refuse them)."""
+    for triton, graph, recompute in ((True, False, True), (False, True, False)):
         spec = build_ppo_config(TINY, RIMS, lr=2.5e-4, minibatch_size=32, grad_clip=0.5, total_steps=64, seed=0,
-                                triton=triton, cuda_graph=graph).get_rl_module_spec()
-        assert (spec.model_config["triton"], spec.model_config["cuda_graph"]) == (triton, graph)
+                                triton=triton, cuda_graph=graph, recompute=recompute).get_rl_module_spec()
+        mc = spec.model_config
+        assert (mc["triton"], mc["cuda_graph"], mc["recompute"]) == (triton, graph, recompute)
     lstm = build_ppo_config(TINY, {"kind": "lstm", "hidden_size": 32}, lr=2.5e-4, minibatch_size=32, grad_clip=0.5,
-                            total_steps=64, seed=0, cuda_graph=True).get_rl_module_spec()
-    assert "cuda_graph" not in lstm.model_config and "triton" not in lstm.model_config
+                            total_steps=64, seed=0, cuda_graph=True, recompute=True).get_rl_module_spec()
+    assert not {"cuda_graph", "triton", "recompute"} & set(lstm.model_config)
 
 
 @pytest.mark.slow

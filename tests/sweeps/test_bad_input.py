@@ -130,6 +130,7 @@ CASES = [
          with_("optim/lr_schedule", "plateau", {**BASE, "task": {"name": "fetch"}, "model": {"kind": "lstm"},
                                                  "space": {}})),
     Case("type/cuda_graph", RUN, r"resources\.cuda_graph", r"valid boolean", with_("resources/cuda_graph", "maybe")),
+    Case("type/recompute", RUN, r"resources\.recompute", r"valid boolean", with_("resources/recompute", "some")),
     Case("name/precision", RUN, r"optim\.precision", r"'fp32' or 'bf16'", with_("optim/precision", "fp16")),
     Case("rl/precision", RUN, r"optim\.precision", r"trained by PPO.*expected 'fp32', got 'bf16'",
          with_("optim/precision", "bf16", {**BASE, "task": {"name": "fetch"}, "model": {"kind": "lstm"},

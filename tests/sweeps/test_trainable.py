@@ -134,16 +134,18 @@ def test_a_non_finite_rl_loss_ends_the_trial_as_a_supervised_one_does(tmp_path, 
     assert run.data.tags["rims.failure"] == "non-finite PPO loss (nan) at env step 128"
 
 
-@pytest.mark.parametrize(("resources", "expected"), [({}, (True, False)),
-                                                      ({"triton": False, "cuda_graph": True}, (False, True))])
-def test_an_rl_trial_passes_resources_triton_and_cuda_graph_to_ppo(tmp_path, ctx, monkeypatch, resources, expected):
-    """resources.triton and resources.cuda_graph reach train_ppo (here a stand-in, in-process), which puts them in
-    the RIM policy's model_config (tests/rllib_models/test_ppo.py); the fast paths' status it gives becomes the
-    run's rims.cuda_graph and rims.triton tags, as a supervised trial's."""
+@pytest.mark.parametrize(("resources", "expected"),
+                         [({}, (True, False, False)),
+                          ({"triton": False, "cuda_graph": True, "recompute": True}, (False, True, True))])
+def test_an_rl_trial_passes_its_resources_settings_to_ppo(tmp_path, ctx, monkeypatch, resources, expected):
+    """resources.triton, resources.cuda_graph and resources.recompute reach train_ppo (here a stand-in,
+    in-process), which puts them in the RIM policy's model_config (tests/rllib_models/test_ppo.py); the fast
+    paths' status it gives becomes the run's rims.cuda_graph and rims.triton tags, as a supervised trial's."""
     seen = []
 
-    def train_ppo(settings, model, optim, seed, *, checkpoint_dir, log, report, triton, cuda_graph, status, **_):
-        seen.append((triton, cuda_graph))
+    def train_ppo(settings, model, optim, seed, *, checkpoint_dir, log, report, triton, cuda_graph, recompute,
+                  status, **_):
+        seen.append((triton, cuda_graph, recompute))
         status({"cuda_graph": "learner: graphs, 2 captured; env runners: graphs, 1 captured", "triton": "on"})
         report({"train/loss": 0.5, "step": 64.0}, None)
 
@@ -152,7 +154,8 @@ def test_an_rl_trial_passes_resources_triton_and_cuda_graph_to_ppo(tmp_path, ctx
           "resources": resources}
     spec = load_spec(rl)
     run_trial(resolve({**base_config(spec), "seed": 0}),
-              {**ctx, "triton": spec.resources.triton, "cuda_graph": spec.resources.cuda_graph}, trial_id="rl",
+              {**ctx, "triton": spec.resources.triton, "cuda_graph": spec.resources.cuda_graph,
+               "recompute": spec.resources.recompute}, trial_id="rl",
               checkpoint_dir=None, report=lambda m, d: None)
     assert seen == [expected]
     tags = MlflowClient(ctx["tracking_uri"]).search_runs([ctx["experiment_id"]])[0].data.tags
