@@ -78,8 +78,9 @@ class _Compact:
     the forward keeps those k_A rows of K. x2 = tanh(c') is tanh of the next state for active units (LSTM; the
     state list gets c_T so that every step has its next state), h~ follows from sg, x2 and h, the communication
     projections qkv = h~ W^qkv are one bmm, and the bounded forms' sigmoids come from the read the backward
-    computes anyway. The rebuilt tensors equal the saved ones wherever the backward reads them (inactive units'
-    rows of sg are zeros: every term they enter is multiplied by the zero gradient of an inactive unit).
+    computes anyway. The rebuilt tensors equal the saved ones wherever the backward reads them: the rows of sg
+    not kept, all of inactive units, are zeros, and every term they enter is multiplied by the zero gradient of
+    an inactive unit.
     """
 
     def __init__(self, cfg, triton: bool):
