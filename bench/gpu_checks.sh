@@ -2,7 +2,8 @@
 # The GPU checks of rims_core, as one short script for a lent GPU machine (python3 there holds a CUDA torch):
 #   bash bench/gpu_checks.sh   -> gpu tests, the speed bench with the Triton step (fp32, eager and CUDA graph),
 #   one acting step (bench/act_speed.py; eager and replaying CUDA graphs),
-#   the packed-trials throughput (bench/gpu_packing.py), then the speed bench in fp32, bf16 (fused, Triton, plain),
+#   the packed-trials throughput (bench/gpu_packing.py), then the speed bench in fp32 (with RIMCell.recompute) and
+#   bf16 (fused, Triton, plain),
 #   each step under its own timeout so that the whole fits one 10-minute device call (at most 570 s).
 set -uo pipefail
 export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1
