@@ -11,7 +11,7 @@ import triton
 import triton.language as tl
 
 __all__ = ["cell_bwd_kernel", "comm_attn_bwd_kernel", "comm_attn_kernel", "comm_update_bwd_kernel",
-           "comm_update_kernel", "gates_kernel"]
+           "comm_update_kernel", "gates_kernel", "keep_rows_kernel", "rebuild_kernel"]
 
 
 @triton.jit
@@ -203,9 +203,11 @@ def comm_update_kernel(h, pre, active, new_h, s, B, H, FORM: tl.constexpr, HP: t
 
 
 @triton.jit
-def comm_update_bwd_kernel(dh, active, ht, co, d_pre, dh_out, B, H, FORM: tl.constexpr, HP: tl.constexpr):
+def comm_update_bwd_kernel(dh, active, ht, co, d_pre, dh_out, B, H, FORM: tl.constexpr, HP: tl.constexpr,
+                           FROM_PRE: tl.constexpr):
     """Program (b, k): the backward of comm_update_kernel. dh (K, B, H) the gradient of h_t; active (K, B) int8;
-    ht = h~ (K, B, H); co (K, B, 2H) the bounded forms' sigmoids [so | g]; out: d_pre (K, B, H) or (K, B, 2H),
+    ht = h~ (K, B, H); co (K, B, 2H) the bounded forms' sigmoids [so | g], or with FROM_PRE their pre-activations
+    (recompute: the sigmoids are taken here, as comm_update_kernel took them); out: d_pre (K, B, H) or (K, B, 2H),
     dh_out (K, B, H) = the gradient of h~ except through qkv (convex: minus d_upd g, else dh)."""
     b = tl.program_id(0)
     k = tl.program_id(1)
@@ -221,6 +223,9 @@ def comm_update_bwd_kernel(dh, active, ht, co, d_pre, dh_out, B, H, FORM: tl.con
     else:
         so = tl.load(co + row * 2 * H + hh, mask=hmask, other=0.0).to(tl.float32)
         g = tl.load(co + row * 2 * H + H + hh, mask=hmask, other=0.0).to(tl.float32)
+        if FROM_PRE:
+            so = tl.sigmoid(so)
+            g = tl.sigmoid(g)
         t = 2.0 * so - 1.0
         tl.store(d_pre + row * 2 * H + hh, 2.0 * d_upd * g * so * (1.0 - so), mask=hmask)
         if FORM == 1:
@@ -356,3 +361,66 @@ def cell_bwd_kernel(
         tl.store(d_s + row * NH + hd, ds)
         kv = tl.load(key + (b * NH + hd) * dk + dd, mask=dd < dk, other=0.0).to(tl.float32)
         tl.store(d_hq + row * W + G + hd * dk + dd, ds * kv, mask=dd < dk)
+
+
+@triton.jit
+def _kept_place(active, b, k, B, K, KP: tl.constexpr):
+    """Unit k's place among sample b's rows as recompute orders them (rims_core.fused._kept_rows): the active
+    units first, in unit order, then the inactive ones; and whether unit k is active. active (K, B) int8."""
+    kk = tl.arange(0, KP)
+    kmask = kk < K
+    av = (tl.load(active + kk * B + b, mask=kmask, other=0) != 0).to(tl.int32)
+    me = tl.load(active + k * B + b) != 0
+    before = kmask & (kk < k)
+    n_act = tl.sum(av, axis=0)
+    act_before = tl.sum(tl.where(before, av, 0), axis=0)
+    inact_before = tl.sum(tl.where(before, 1 - av, 0), axis=0)
+    return tl.where(me, act_before, n_act + inact_before), me
+
+
+@triton.jit
+def keep_rows_kernel(sg, active, kept, B, K, G, TOPK: tl.constexpr, KP: tl.constexpr, GP: tl.constexpr):
+    """Program (b, k): recompute's forward. Copies unit k's gate sigmoids, sg (K, B, G), to its place in kept
+    (TOPK, B, G) when that place is < TOPK (every active unit's is)."""
+    b = tl.program_id(0)
+    k = tl.program_id(1)
+    place, _ = _kept_place(active, b, k, B, K, KP)
+    gg = tl.arange(0, GP)
+    gmask = gg < G
+    row = tl.load(sg + (k * B + b) * G + gg, mask=gmask, other=0.0)
+    # the place broadcast to the block first: a block mask & a scalar is not a mask the interpreter accepts
+    tl.store(kept + (place * B + b) * G + gg, row, mask=gmask & ((gg * 0 + place) < TOPK))
+
+
+@triton.jit
+def rebuild_kernel(kept, active, c_next, h_prev, sg, x2, ht, B, K, H, G, TOPK: tl.constexpr, LSTM: tl.constexpr,
+                   KP: tl.constexpr, HP: tl.constexpr):
+    """Program (b, k): recompute's backward, what gates_kernel saved rebuilt from what recompute kept. kept
+    (TOPK, B, G) the kept gate sigmoids, active (K, B) int8, c_next (K, B, H) the state after the step (LSTM),
+    h_prev (K, B, H) the state before it; out: sg (K, B, G), zeros where unit k has no kept row; x2 = tanh(c_next)
+    (K, B, H) (LSTM; a GRU keeps its x2); ht = h~ (K, B, H), the cell's h for an active unit, else h_prev."""
+    b = tl.program_id(0)
+    k = tl.program_id(1)
+    place, me = _kept_place(active, b, k, B, K, KP)
+    hh = tl.arange(0, HP)
+    hmask = hh < H
+    lmask = hmask & ((hh * 0 + place) < TOPK)  # (see keep_rows_kernel)
+    src = kept + (place * B + b) * G
+    dst = sg + (k * B + b) * G
+    row = k * B + b
+    s0 = tl.load(src + hh, mask=lmask, other=0.0).to(tl.float32)
+    s1 = tl.load(src + H + hh, mask=lmask, other=0.0).to(tl.float32)
+    s2 = tl.load(src + 2 * H + hh, mask=lmask, other=0.0).to(tl.float32)
+    tl.store(dst + hh, s0, mask=hmask)
+    tl.store(dst + H + hh, s1, mask=hmask)
+    tl.store(dst + 2 * H + hh, s2, mask=hmask)
+    hp = tl.load(h_prev + row * H + hh, mask=hmask, other=0.0).to(tl.float32)
+    if LSTM:
+        s3 = tl.load(src + 3 * H + hh, mask=lmask, other=0.0).to(tl.float32)
+        tl.store(dst + 3 * H + hh, s3, mask=hmask)
+        tc = _tanh(tl.load(c_next + row * H + hh, mask=hmask, other=0.0).to(tl.float32))
+        tl.store(x2 + row * H + hh, tc, mask=hmask)
+        h_new = s3 * tc
+    else:
+        h_new = s2 + s1 * (hp - s2)  # n + z (h - n), as gates_kernel
+    tl.store(ht + row * H + hh, tl.where(me, h_new, hp), mask=hmask)

@@ -17,7 +17,9 @@ between them is fused:
 so a step is 6 launches instead of ~30. The kernels hand the fused backward (rims_core.fused) the same saved
 tensors as rim_step. Its per-step backward has the same shape (triton_comm_backward, triton_cell_backward:
 rims_core.fused.comm_backward / cell_backward in three kernels between the matmuls), and RIMScan uses it
-when its forward ran the Triton step.
+when its forward ran the Triton step. With RIMCell.recompute, keeping the active units' gate sigmoids is one
+more kernel per forward step (triton_keep_rows) and rebuilding what the step saved one more per backward step
+(triton_rebuild), besides the two matmuls that recompute qkv and the bounded output's pre-activation.
 
 Numerics: the kernels compute in float32 and store in the tensors' dtypes; tanh is 2 sigmoid(2x) - 1, as on
 the CPU path. Selection ranks units exactly as select_units does (descending score; exact ties in the order
@@ -41,7 +43,8 @@ from torch import Tensor
 from .config import RIMConfig
 from .step import Prepared
 
-__all__ = ["available", "triton_cell_backward", "triton_comm_backward", "triton_rim_step"]
+__all__ = ["available", "triton_cell_backward", "triton_comm_backward", "triton_keep_rows", "triton_rebuild",
+           "triton_rim_step"]
 
 
 def available(device: torch.device | str) -> bool:
@@ -173,12 +176,13 @@ def triton_comm_backward(cfg: RIMConfig, dh: Tensor, active: Tensor, ht: Tensor,
     sizes = dict(CH=ch, HAS_MASK=cmask is not None, KP=_p2(K), CKP=_p2(ck), CVP=_p2(cv))
     kern.comm_attn_kernel[(B, ch)](qkv, cmask if cmask is not None else P, P, read, B, K, ck, cv, LOAD_P=True,
                                    **sizes)
-    if co is None and form != 0:  # the forward's pre-activation, then comm_update_kernel's sigmoid
-        co = torch.sigmoid(torch.bmm(read, comm_w) if comm_b is None else torch.baddbmm(comm_b, read, comm_w))
+    from_pre = co is None and form != 0
+    if from_pre:  # recompute: the forward's pre-activation; the kernel takes its sigmoids
+        co = (torch.bmm(read, comm_w) if comm_b is None else torch.baddbmm(comm_b, read, comm_w)).contiguous()
     d_pre = dh.new_empty((K, B, H if form == 0 else 2 * H))
     dh_h = torch.empty_like(dh, memory_format=torch.contiguous_format)
     kern.comm_update_bwd_kernel[(B, K)](dh, act, ht, co if co is not None else dh, d_pre, dh_h, B, H, FORM=form,
-                                        HP=_p2(H))
+                                        HP=_p2(H), FROM_PRE=from_pre)
     if grads.b is not None:
         grads.b.add_(d_pre.sum(1, keepdim=True))
     grads.w.baddbmm_(read.transpose(1, 2), d_pre)
@@ -221,3 +225,31 @@ def triton_cell_backward(cfg: RIMConfig, dh: Tensor, dc: Tensor | None, active: 
     if store_gi:
         d_b_ih += d_gi.sum(1, keepdim=True)
     return dh_prev, (dc_out if lstm else None), d_s
+
+
+def triton_keep_rows(sg: Tensor, active: Tensor, k: int) -> Tensor:
+    """RIMCell.recompute's forward in one kernel: sg (K, B, G) -> the kept rows (k*B, G), as
+    rims_core.fused._kept_rows orders them (per sample the active units first, in unit order)."""
+    K, B, G = sg.shape
+    kept = sg.new_empty((k * B, G))
+    _kernels().keep_rows_kernel[(B, K)](sg.contiguous(), active.contiguous().view(torch.int8), kept, B, K, G,
+                                        TOPK=k, KP=_p2(K), GP=_p2(G))
+    return kept
+
+
+def triton_rebuild(kept: Tensor, active: Tensor, h_prev: Tensor, c_next: Tensor | None, x2: Tensor | None
+                   ) -> tuple[Tensor, Tensor, Tensor]:
+    """RIMCell.recompute's backward in one kernel: kept (k*B, G) from triton_keep_rows, active (K, B) bool,
+    h_prev (K, B, H), c_next (K, B, H) the state after the step (LSTM) or None, x2 (K, B, H) what a GRU step
+    saved, else None -> sg (K, B, G), x2 (K, B, H) and h~ (K, B, H), what the Triton step would have saved."""
+    K, B, H = h_prev.shape
+    G = kept.shape[-1]
+    k = kept.shape[0] // B
+    lstm = c_next is not None
+    sg = kept.new_empty((K, B, G))
+    ht = torch.empty_like(h_prev, memory_format=torch.contiguous_format)
+    x2_out = torch.empty_like(ht) if lstm else x2
+    _kernels().rebuild_kernel[(B, K)](kept, active.contiguous().view(torch.int8),
+                                      c_next.contiguous() if lstm else ht, h_prev.contiguous(), sg, x2_out, ht,
+                                      B, K, H, G, TOPK=k, LSTM=lstm, KP=_p2(K), HP=_p2(H))
+    return sg, x2_out, ht

@@ -175,7 +175,7 @@ class ResourcesSpec(_Strict):
                              "(rims_core.install_graphs; tag rims.cuda_graph; PPO: the policy's acting steps and "
                              "learner passes); off by default until measured on a GPU with the Triton step")
     recompute: bool = Field(False, description="keep less activation memory in a RIM trial's training steps and "
-                            "recompute the rest in backward: the same gradients, about 40% of the memory, 6-14% "
+                            "recompute the rest in backward: the same gradients, about 40% of the memory, 3-14% "
                             "more time on a CPU (rims_core.set_recompute; PPO: the RIM policy's learner passes)")
 
 

@@ -158,6 +158,53 @@ def test_triton_with_recompute_equals_plain(cell, comm):
         torch.testing.assert_close(a[3][n], b[3][n], msg=n)
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_the_recompute_kernels_keep_and_rebuild_what_the_torch_forms_do(cell):
+    """keep_rows_kernel and rebuild_kernel against rims_core.fused._Compact's torch forms, on selections with
+    exactly k_A active units, fewer (frozen samples: no unit active) and ties of place."""
+    from rims_core.config import RIMConfig
+    from rims_core.fused import _Compact
+    from rims_core.triton_step import triton_keep_rows, triton_rebuild
+
+    K, B, H, k = 5, 7, 6, 3
+    G = (4 if cell == "lstm" else 3) * H
+    torch.manual_seed(0)
+    active = torch.zeros(K, B, dtype=torch.bool, device=DEVICE)
+    for b in range(B - 2):
+        active[torch.randperm(K)[:k], b] = True
+    active[:, B - 1] = False  # a finished sequence
+    active[1, B - 2] = True  # fewer than k_A active
+    sg = torch.rand(K, B, G, device=DEVICE)
+    h_prev, c_next = torch.randn(K, B, H, device=DEVICE), torch.randn(K, B, H, device=DEVICE)
+    x2 = None if cell == "lstm" else torch.randn(K, B, H, device=DEVICE)
+    compact = _Compact(RIMConfig(hidden_size=K * H, num_units=K, top_k=k, cell=cell), triton=False)
+    st = {"sg": [sg], "x2": [], "ht": [], "qkv": [], "co": []}
+    compact.keep(st, active)
+    kept = triton_keep_rows(sg, active, k)
+    assert torch.equal(kept, st["sg"][0])
+    want = compact.rebuild(kept, active, h_prev, c_next if cell == "lstm" else None, x2)
+    got = triton_rebuild(kept, active, h_prev, c_next if cell == "lstm" else None, x2)
+    assert torch.equal(got[0], want[0])  # the kept rows in place, zeros elsewhere
+    torch.testing.assert_close(got[1], want[1])
+    torch.testing.assert_close(got[2], want[2])
+    m = active.unsqueeze(-1)
+    assert torch.equal(torch.where(m, sg, 0), torch.where(m, got[0], 0))  # every active unit's gates are back
+
+
+def test_recompute_with_the_triton_step_keeps_and_rebuilds_in_its_kernels(monkeypatch):
+    import rims_core.fused as fused
+
+    calls = {"keep": 0, "rebuild": 0}
+    keep, rebuild = fused.triton_keep_rows, fused.triton_rebuild
+    monkeypatch.setattr(fused, "triton_keep_rows", lambda *a: calls.__setitem__("keep", calls["keep"] + 1) or keep(*a))
+    monkeypatch.setattr(fused, "triton_rebuild",
+                        lambda *a: calls.__setitem__("rebuild", calls["rebuild"] + 1) or rebuild(*a))
+    rim = _recompute(make(top_k=2))
+    rim.train()
+    run(rim, torch.randn(4, 2, 5, device=DEVICE), True)
+    assert calls == {"keep": 4, "rebuild": 4}
+
+
 def test_use_triton_true_without_a_way_to_run_names_the_setting(monkeypatch):
     monkeypatch.setattr("rims_core.cell.triton_available", lambda device: False)
     cell = RIMCell(5, 8, num_units=2, top_k=1)
