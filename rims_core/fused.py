@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .step import STEP_KEYS, Prepared, _tanh, comm_heads, comm_read, rim_step
+from .step import STEP_KEYS, Prepared, _tanh, comm_heads, comm_pre, comm_read, rim_step
 from .triton_step import (
     triton_cell_backward,
     triton_comm_backward,
@@ -167,7 +167,7 @@ def comm_backward(cfg, dh: Tensor, active: Tensor, ht: Tensor, qkv: Tensor, P: T
         d_pre = d_upd
     else:  # upd = g t (gated_residual) or g (t - h~) (convex); [so | g] = sigmoid(pre)
         if co is None:
-            co = torch.sigmoid(torch.bmm(read, comm_w) if comm_b is None else torch.baddbmm(comm_b, read, comm_w))
+            co = torch.sigmoid(comm_pre(read, comm_w, comm_b))
         so, g = co[..., :H], co[..., H:]
         t_o = 2 * so - 1
         d_pre = torch.cat([2 * d_upd * g * so * (1 - so),

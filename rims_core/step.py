@@ -21,7 +21,8 @@ from torch import Tensor
 
 from .config import CommConfig, RIMConfig
 
-__all__ = ["STEP_KEYS", "Prepared", "comm_heads", "comm_read", "comm_update", "rim_step", "select_units"]
+__all__ = ["STEP_KEYS", "Prepared", "comm_heads", "comm_pre", "comm_read", "comm_update", "rim_step",
+           "select_units"]
 
 # per-step tensors rim_step hands to ``keep`` for the fused backward (unit-first): the state before the step
 # (h, c; appended by the caller), the gates' sigmoids (sg), tanh(c) or W_hn h (x2), h~ (ht), the communication
@@ -80,6 +81,13 @@ def comm_read(att: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
     return ((att if mask is None else att * mask) @ v).permute(2, 0, 1, 3).reshape(K, B, ch * cv)
 
 
+def comm_pre(read: Tensor, comm_w: Tensor, comm_b: Tensor | None) -> Tensor:
+    """The bounded output forms' pre-activation read [2 W^o | W^g] (+ b): read (K, B, ch*cv), comm_w
+    (K, ch*cv, 2H), comm_b (K, 1, 2H) or None -> (K, B, 2H). The forward step and the backward that recomputes it
+    (RIMCell.recompute) share it, so both compute the same values."""
+    return torch.bmm(read, comm_w) if comm_b is None else torch.baddbmm(comm_b, read, comm_w)
+
+
 def comm_update(h: Tensor, m: Tensor, read: Tensor, w: Prepared, form: str) -> tuple[Tensor, Tensor | None]:
     """Active units (m (K, B, 1)) take the read into h~ (K, B, H) as comm.output ``form`` says.
 
@@ -91,7 +99,7 @@ def comm_update(h: Tensor, m: Tensor, read: Tensor, w: Prepared, form: str) -> t
             return torch.where(m, torch.baddbmm(h, read, w.comm_w), h), None
         # autocast: baddbmm would round h to the autocast dtype; add in h's own precision instead
         return torch.where(m, h + torch.bmm(read, w.comm_w).to(h.dtype), h), None
-    pre = torch.bmm(read, w.comm_w) if w.comm_b is None else torch.baddbmm(w.comm_b, read, w.comm_w)
+    pre = comm_pre(read, w.comm_w, w.comm_b)
     s = torch.sigmoid(pre)  # (K, B, 2H)
     if s.dtype != h.dtype:  # autocast: the update in h's own precision
         s = s.to(h.dtype)

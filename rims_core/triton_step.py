@@ -41,7 +41,7 @@ import torch
 from torch import Tensor
 
 from .config import RIMConfig
-from .step import Prepared
+from .step import Prepared, comm_pre
 
 __all__ = ["available", "triton_cell_backward", "triton_comm_backward", "triton_keep_rows", "triton_rebuild",
            "triton_rim_step"]
@@ -139,7 +139,7 @@ def triton_rim_step(
             qkv, comm_mask.contiguous() if comm_mask is not None else dummy, P, read,
             B, K, ck, cv, CH=ch, HAS_MASK=comm_mask is not None, LOAD_P=False, KP=_p2(K), CKP=_p2(ck), CVP=_p2(cv),
         )
-        pre = torch.bmm(read, w.comm_w) if w.comm_b is None else torch.baddbmm(w.comm_b, read, w.comm_w)
+        pre = comm_pre(read, w.comm_w, w.comm_b)
         pre = pre.contiguous()
         form = cfg.comm_output
         new_h = torch.empty_like(h, memory_format=torch.contiguous_format)
@@ -178,7 +178,7 @@ def triton_comm_backward(cfg: RIMConfig, dh: Tensor, active: Tensor, ht: Tensor,
                                    **sizes)
     from_pre = co is None and form != 0
     if from_pre:  # recompute: the forward's pre-activation; the kernel takes its sigmoids
-        co = (torch.bmm(read, comm_w) if comm_b is None else torch.baddbmm(comm_b, read, comm_w)).contiguous()
+        co = comm_pre(read, comm_w, comm_b).contiguous()
     d_pre = dh.new_empty((K, B, H if form == 0 else 2 * H))
     dh_h = torch.empty_like(dh, memory_format=torch.contiguous_format)
     kern.comm_update_bwd_kernel[(B, K)](dh, act, ht, co if co is not None else dh, d_pre, dh_h, B, H, FORM=form,
